@@ -1,0 +1,31 @@
+# All targets create the virtual environment in .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch is installed from the registry as a normal user would; the CUDA build runs fine on CPU
+# and brings Triton, whose interpreter the scan tests use.
+TORCH_SPEC ?= torch torchvision
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install -e ".[video,decord,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m s4vision.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --timeout=1800 tests
+
+bench: $(STAMP)
+	$(PY) tools/bench_kernels.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

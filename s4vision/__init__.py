@@ -1,0 +1,5 @@
+"""s4vision: state-space and continuous-kernel layers and timm backbones for images and video."""
+from . import ops, kernels, layers
+
+__version__ = "0.1.0"
+__all__ = ["ops", "kernels", "layers", "__version__"]

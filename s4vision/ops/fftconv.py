@@ -1,0 +1,123 @@
+"""Convolutions computed with the FFT.
+
+Both functions compute a *linear* (zero-padded) convolution, never a circular one: the
+transform length is at least ``L + Lk - 1`` along every axis, rounded up to a size the FFT
+handles quickly. Transforms run in fp32 (or fp64 for fp64 inputs) even under autocast,
+because half-precision FFTs lose too much accuracy for long kernels.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = ["fft_conv", "fft_conv_nd", "next_fast_len"]
+
+
+def next_fast_len(n: int) -> int:
+    """Smallest integer >= ``n`` whose only prime factors are 2, 3 and 5."""
+    if n <= 0:
+        raise ValueError(f"next_fast_len needs a positive size, got {n}")
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _fft_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _check_real(name: str, t: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {t.dtype}")
+
+
+def _fft_conv_axes(u: torch.Tensor, k: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
+    """Linear convolution over the trailing ``len(starts)`` axes, cropped to ``u``'s size.
+
+    ``u`` is ``(B, C, *S)``, ``k`` is ``(C, *K)``; output index ``s`` along an axis is the
+    full linear convolution at ``s + start``.
+    """
+    nd = len(starts)
+    sizes = u.shape[-nd:]
+    ksizes = k.shape[-nd:]
+    fft_sizes = [next_fast_len(s + ks - 1) for s, ks in zip(sizes, ksizes)]
+    dims = tuple(range(-nd, 0))
+    dtype = _fft_dtype(u, k)
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        u_f = torch.fft.rfftn(u.to(dtype), s=fft_sizes, dim=dims)
+        k_f = torch.fft.rfftn(k.to(dtype), s=fft_sizes, dim=dims)
+        y = torch.fft.irfftn(u_f * k_f, s=fft_sizes, dim=dims)
+    index = [slice(None)] * (y.ndim - nd) + [slice(st, st + s) for st, s in zip(starts, sizes)]
+    return y[tuple(index)]
+
+
+def fft_conv(u: torch.Tensor, k: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """Depthwise 1D convolution of ``u (B, H, L)`` with ``k (H, Lk)``, returning ``(B, H, L)``.
+
+    ``causal=True``: ``y[t] = sum_j k[j] u[t - j]`` (``k[0]`` multiplies the current sample),
+    equal to ``F.conv1d(F.pad(u, (Lk - 1, 0)), k.flip(-1)[:, None], groups=H)``.
+
+    ``causal=False``: ``Lk`` must be odd and the kernel is centred on ``k[Lk // 2]``, equal to
+    ``F.conv1d(u, k.flip(-1)[:, None], padding=Lk // 2, groups=H)``. ``Lk`` may exceed ``L``
+    (a global kernel).
+    """
+    _check_real("u", u)
+    _check_real("k", k)
+    if u.ndim != 3:
+        raise ValueError(f"fft_conv expects u of shape (B, H, L), got rank {u.ndim} {tuple(u.shape)}")
+    if k.ndim != 2:
+        raise ValueError(f"fft_conv expects k of shape (H, Lk), got rank {k.ndim} {tuple(k.shape)}")
+    if k.shape[0] != u.shape[1]:
+        raise ValueError(f"fft_conv: k has {k.shape[0]} channels but u has {u.shape[1]}")
+    if u.shape[-1] == 0 or k.shape[-1] == 0:
+        raise ValueError(f"fft_conv needs non-empty sequences, got L={u.shape[-1]}, Lk={k.shape[-1]}")
+    out_dtype = torch.promote_types(u.dtype, k.dtype)
+    if causal:
+        return _fft_conv_axes(u, k, [0]).to(out_dtype)
+    if k.shape[-1] % 2 == 0:
+        raise ValueError(f"fft_conv(causal=False) needs an odd kernel length, got Lk={k.shape[-1]}")
+    return _fft_conv_axes(u, k, [k.shape[-1] // 2]).to(out_dtype)
+
+
+def fft_conv_nd(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Depthwise centred N-d convolution (N = 1, 2 or 3) by FFT.
+
+    Args:
+        u: input ``(B, C, *S)``.
+        k: kernel ``(C, *K)`` with odd sizes, centred on ``K_i // 2``; ``K_i`` may exceed ``S_i``.
+
+    Returns:
+        ``(B, C, *S)``, equal to ``F.conv{N}d(u, k.flip(spatial)[:, None], padding=[K_i // 2],
+        groups=C)``: a zero-padded linear convolution.
+    """
+    _check_real("u", u)
+    _check_real("k", k)
+    nd = k.ndim - 1
+    if nd not in (1, 2, 3):
+        raise ValueError(f"fft_conv_nd expects k of shape (C, *K) with 1 to 3 spatial axes, got {tuple(k.shape)}")
+    if u.ndim != nd + 2:
+        raise ValueError(
+            f"fft_conv_nd: k has {nd} spatial axes so u must be (B, C, *S) of rank {nd + 2}, "
+            f"got rank {u.ndim} {tuple(u.shape)}"
+        )
+    if k.shape[0] != u.shape[1]:
+        raise ValueError(f"fft_conv_nd: k has {k.shape[0]} channels but u has {u.shape[1]}")
+    even = [s for s in k.shape[1:] if s % 2 == 0]
+    if even:
+        raise ValueError(f"fft_conv_nd needs odd kernel sizes, got {tuple(k.shape[1:])}")
+    if min(u.shape[2:]) == 0:
+        raise ValueError(f"fft_conv_nd needs non-empty inputs, got {tuple(u.shape)}")
+    out_dtype = torch.promote_types(u.dtype, k.dtype)
+    return _fft_conv_axes(u, k, [s // 2 for s in k.shape[1:]]).to(out_dtype)

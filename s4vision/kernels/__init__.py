@@ -1,1 +1,18 @@
+"""Parameterised kernel generators: HiPPO matrices, SSM kernels, continuous kernel networks."""
+from .hippo import DIAGONAL_INITS, MEASURES, NPLR, diagonal_init, dplr_init, hippo, nplr
+from .ssm import (
+    KERNELS,
+    DiscreteSSM,
+    S4DKernel,
+    S4Kernel,
+    SSMKernelBase,
+    centred_kernel,
+    krylov,
+    ssm_kernel,
+)
 
+__all__ = [
+    "DIAGONAL_INITS", "MEASURES", "NPLR", "diagonal_init", "dplr_init", "hippo", "nplr",
+    "KERNELS", "DiscreteSSM", "S4DKernel", "S4Kernel", "SSMKernelBase", "centred_kernel", "krylov",
+    "ssm_kernel",
+]

@@ -1,1 +1,4 @@
+"""nn.Modules built on the kernels: channels-first like torch's convolutions."""
+from .s4 import S4, check_channels_first
 
+__all__ = ["S4", "check_channels_first"]

@@ -1,0 +1,405 @@
+"""1D state-space kernel generators: S4D (diagonal) and S4 (diagonal plus low rank).
+
+A generator holds the continuous parameters ``(log_dt, A, B, C)`` of ``H`` independent SSMs
+with ``M = d_state // 2`` complex modes each (one mode per conjugate pair, output ``2 Re(C x)``)
+and produces
+
+- ``gen(L, rate)``: the real convolution kernel ``K (channels, H, L)`` with
+  ``K[..., l] = 2 Re(C dA^l dB)``, where ``dA, dB`` discretise ``A, B`` with step ``dt * rate``;
+- ``gen.discrete(rate)``: the :class:`DiscreteSSM` ``(dA, dB, C)`` used by the recurrent view.
+
+Both views describe the same complex system of size ``M``, so stepping the recurrence
+reproduces the convolution exactly. Parameters are stored as real tensors (complex values as
+trailing ``(..., 2)`` pairs) and kernels are computed in fp32 (fp64 for a double module) even
+under autocast.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .hippo import DIAGONAL_INITS, MEASURES, diagonal_init, dplr_init
+
+__all__ = [
+    "DiscreteSSM",
+    "SSMKernelBase",
+    "S4DKernel",
+    "S4Kernel",
+    "KERNELS",
+    "ssm_kernel",
+    "centred_kernel",
+    "krylov",
+]
+
+DISCRETIZATIONS = ("zoh", "bilinear")
+# Largest number of complex elements materialised at once by the Vandermonde / Cauchy sums.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclass
+class DiscreteSSM:
+    """A discrete complex SSM ``x_t = dA x_{t-1} + dB u_t``, ``y_t = 2 Re(C x_t)``.
+
+    ``dA`` is ``(H, M)`` (diagonal) or ``(H, M, M)`` (dense); ``dB (H, M)``; ``C (channels, H, M)``.
+    """
+
+    dA: torch.Tensor
+    dB: torch.Tensor
+    C: torch.Tensor
+
+    @property
+    def diagonal(self) -> bool:
+        return self.dA.ndim == 2
+
+    def power(self, n: int) -> torch.Tensor:
+        """``dA ** n``: ``(H, M)`` or ``(H, M, M)``."""
+        return self.dA**n if self.diagonal else torch.linalg.matrix_power(self.dA, n)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``dA x`` for states ``x (B, H, M)``."""
+        return self.dA * x if self.diagonal else torch.einsum("hmn,bhn->bhm", self.dA, x)
+
+
+def krylov(dA: torch.Tensor, v: torch.Tensor, L: int) -> torch.Tensor:
+    """``[v, dA v, dA^2 v, ..., dA^(L-1) v]`` stacked on a new last axis: ``(..., H, M, L)``.
+
+    ``dA`` is ``(H, M)`` (diagonal) or ``(H, M, M)``; ``v (..., H, M)``. The dense case doubles the
+    sequence length per matrix product, ``log2(L)`` products in all.
+    """
+    if dA.ndim == 2:
+        steps = torch.arange(L, device=v.device, dtype=v.real.dtype)
+        return v[..., None] * torch.exp(torch.log(dA)[..., None] * steps)
+    out = v[..., None]
+    power = dA
+    while out.shape[-1] < L:
+        out = torch.cat([out, torch.einsum("hmn,...hnl->...hml", power, out)], dim=-1)
+        power = power @ power
+    return out[..., :L]
+
+
+def centred_kernel(k_fwd: torch.Tensor, k_bwd: torch.Tensor) -> torch.Tensor:
+    """Bidirectional kernel ``(..., 2L - 1)`` centred on index ``L - 1`` from two ``(..., L)`` halves.
+
+    ``k_fwd`` acts causally (``k_fwd[j]`` weights ``u[t - j]``), ``k_bwd`` anti-causally
+    (``k_bwd[j]`` weights ``u[t + j]``); both contain the origin sample, which is their sum.
+    """
+    if k_fwd.shape != k_bwd.shape:
+        raise ValueError(f"kernel halves must have the same shape, got {tuple(k_fwd.shape)} and {tuple(k_bwd.shape)}")
+    origin = (k_fwd[..., :1] + k_bwd[..., :1])
+    return torch.cat([k_bwd[..., 1:].flip(-1), origin, k_fwd[..., 1:]], dim=-1)
+
+
+def _as_real(z: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_real(z.to(torch.complex64)).clone()
+
+
+def _complex(p: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_complex(p.contiguous())
+
+
+def _check_positive_int(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_rate(rate: float) -> float:
+    rate = float(rate)
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"rate must be a positive finite number, got {rate!r}")
+    return rate
+
+
+class SSMKernelBase(nn.Module):
+    """Shared parameters and bookkeeping of the SSM kernel generators.
+
+    Args:
+        d_model: number of independent SSMs ``H``.
+        d_state: real state size ``N`` (even); the model uses ``N // 2`` complex modes.
+        channels: number of output maps ``C`` per SSM (kernels are ``(channels, H, L)``).
+        disc: ``"zoh"`` or ``"bilinear"``.
+        dt_min, dt_max: ``dt`` is initialised log-uniformly in ``[dt_min, dt_max]``.
+        bandlimit: if set, modes with frequency ``dt * rate * |Im A| / (2 pi) >= bandlimit / 2``
+            are zeroed (S4ND's anti-aliasing), so the kernel has no energy above that frequency.
+        lr: if set, the SSM parameters ``log_dt, A, B, C`` (and ``P``) carry an ``_optim``
+            attribute ``{"lr": lr, "weight_decay": 0.0}`` for optimisers that honour it.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        channels: int = 1,
+        disc: str = "zoh",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        bandlimit: float | None = None,
+        lr: float | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("d_model", d_model)
+        _check_positive_int("d_state", d_state)
+        _check_positive_int("channels", channels)
+        if d_state % 2:
+            raise ValueError(f"d_state must be even (modes come in conjugate pairs), got {d_state}")
+        if disc not in DISCRETIZATIONS:
+            raise ValueError(f"unknown discretization {disc!r}; valid: {', '.join(DISCRETIZATIONS)}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        if bandlimit is not None and bandlimit <= 0:
+            raise ValueError(f"bandlimit must be positive or None, got {bandlimit}")
+        self.d_model, self.d_state, self.channels = d_model, d_state, channels
+        self.modes = d_state // 2
+        self.disc, self.bandlimit, self.lr = disc, bandlimit, lr
+        u = torch.rand(d_model)
+        self.log_dt = nn.Parameter(math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)))
+        c = torch.randn(channels, d_model, self.modes, dtype=torch.complex64) * 0.5**0.5
+        self.C = nn.Parameter(_as_real(c))
+        self._cache: dict = {}
+
+    def _init_A_B(self, A: torch.Tensor, B: torch.Tensor) -> None:
+        """Register ``A (H, M)`` as ``log(-Re A)`` and ``Im A``, and ``B (H, M)``."""
+        self.log_A_real = nn.Parameter(torch.log(-A.real.clamp(max=-1e-4)).float())
+        self.A_imag = nn.Parameter(A.imag.float().clone())
+        self.B = nn.Parameter(_as_real(B))
+
+    def _mark_ssm_params(self) -> None:
+        if self.lr is None:
+            return
+        for p in self.parameters(recurse=False):
+            p._optim = {"lr": self.lr, "weight_decay": 0.0}
+
+    # -- continuous parameters ---------------------------------------------------------------
+
+    def _compute_dtype(self) -> torch.dtype:
+        return torch.float64 if self.log_dt.dtype == torch.float64 else torch.float32
+
+    def _real(self, p: torch.Tensor) -> torch.Tensor:
+        return p.to(self._compute_dtype())
+
+    def _cplx(self, p: torch.Tensor) -> torch.Tensor:
+        return _complex(self._real(p))
+
+    def dt(self, rate: float = 1.0) -> torch.Tensor:
+        """Step sizes ``(H,)`` at ``rate``."""
+        return torch.exp(self._real(self.log_dt)) * _check_rate(rate)
+
+    def diagonal_A(self) -> torch.Tensor:
+        """The diagonal part of ``A``: ``(H, M)`` complex with negative real part."""
+        return torch.complex(-torch.exp(self._real(self.log_A_real)), self._real(self.A_imag))
+
+    def mode_mask(self, dt: torch.Tensor) -> torch.Tensor | None:
+        """``(H, M)`` 0/1 mask of the modes below the band limit, or ``None``."""
+        if self.bandlimit is None:
+            return None
+        freq = dt[:, None] * self.diagonal_A().imag.abs() / (2 * math.pi)
+        return (freq < self.bandlimit / 2).to(dt.dtype)
+
+    def output_matrix(self, dt: torch.Tensor) -> torch.Tensor:
+        """``C (channels, H, M)`` with band-limited modes removed."""
+        C = self._cplx(self.C)
+        mask = self.mode_mask(dt)
+        return C if mask is None else C * mask
+
+    # -- caching -----------------------------------------------------------------------------
+
+    def _cached(self, key: tuple, fn):
+        """Memoise ``fn()`` in eval mode while the parameters are unchanged."""
+        if self.training or torch.compiler.is_compiling() or torch.is_grad_enabled() and any(
+            p.requires_grad for p in self.parameters(recurse=False)
+        ):
+            self._cache.clear()
+            return fn()
+        version = tuple((p.data_ptr(), p._version) for p in self.parameters(recurse=False))
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = fn()
+        if len(self._cache) > 16:
+            self._cache.clear()
+        self._cache[key] = (version, value)
+        return value
+
+    def train(self, mode: bool = True):
+        self._cache.clear()
+        return super().train(mode)
+
+    # -- public API --------------------------------------------------------------------------
+
+    def forward(self, L: int, rate: float = 1.0) -> torch.Tensor:
+        """Kernel ``(channels, H, L)`` sampled with step ``dt * rate``."""
+        _check_positive_int("kernel length L", L)
+        rate = _check_rate(rate)
+        with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
+            return self._cached(("kernel", L, rate), lambda: self._kernel(L, rate))
+
+    def discrete(self, rate: float = 1.0) -> DiscreteSSM:
+        """The discretised system at ``rate`` (see :class:`DiscreteSSM`)."""
+        rate = _check_rate(rate)
+        with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
+            return self._cached(("discrete", rate), lambda: self._discrete(rate))
+
+    def _kernel(self, L: int, rate: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _discrete(self, rate: float) -> DiscreteSSM:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        s = f"d_model={self.d_model}, d_state={self.d_state}, channels={self.channels}, disc={self.disc!r}"
+        return s + (f", bandlimit={self.bandlimit}" if self.bandlimit is not None else "")
+
+
+class S4DKernel(SSMKernelBase):
+    """Diagonal SSM kernel (S4D): ``K[..., l] = 2 Re sum_m C_m dB_m dA_m^l``, a Vandermonde product.
+
+    ``init`` is one of ``"lin"``, ``"inv"``, ``"legs"``, ``"real"`` (the S4D paper's inits).
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, channels: int = 1, init: str = "lin", **kwargs) -> None:
+        super().__init__(d_model, d_state, channels, **kwargs)
+        if init not in DIAGONAL_INITS:
+            raise ValueError(f"unknown S4D init {init!r}; valid: {', '.join(DIAGONAL_INITS)}")
+        self.init = init
+        A = diagonal_init(init, d_state).to(torch.complex64).expand(d_model, -1)
+        self._init_A_B(A, torch.ones(d_model, self.modes, dtype=torch.complex64))
+        self._mark_ssm_params()
+
+    def _log_dA_dB(self, rate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dt = self.dt(rate)
+        A = self.diagonal_A()
+        B = self._cplx(self.B)
+        dtA = dt[:, None] * A
+        if self.disc == "zoh":
+            log_dA = dtA
+            dB = B * torch.expm1(dtA) / A
+        else:
+            log_dA = torch.log1p(dtA / 2) - torch.log1p(-dtA / 2)
+            dB = B * dt[:, None] / (1 - dtA / 2)
+        return dt, log_dA, dB
+
+    def _discrete(self, rate: float) -> DiscreteSSM:
+        dt, log_dA, dB = self._log_dA_dB(rate)
+        return DiscreteSSM(torch.exp(log_dA), dB, self.output_matrix(dt))
+
+    def _kernel(self, L: int, rate: float) -> torch.Tensor:
+        dt, log_dA, dB = self._log_dA_dB(rate)
+        CB = self.output_matrix(dt) * dB  # (C, H, M)
+        chunk = max(1, _CHUNK_ELEMENTS // (self.d_model * self.modes))
+        pieces = []
+        for start in range(0, L, chunk):
+            steps = torch.arange(start, min(L, start + chunk), device=dt.device, dtype=dt.dtype)
+            vandermonde = torch.exp(log_dA[..., None] * steps)  # (H, M, l)
+            pieces.append(2 * torch.einsum("chm,hml->chl", CB, vandermonde).real)
+        return torch.cat(pieces, dim=-1)
+
+
+class S4Kernel(SSMKernelBase):
+    """Diagonal-plus-low-rank SSM kernel (S4): ``A = diag(Lambda) - P P^H``.
+
+    With ``disc="bilinear"`` (the S4 paper's) the kernel's generating function is evaluated at
+    the ``L``-th roots of unity in closed form (Cauchy sums plus the Woodbury identity) and
+    inverted with an FFT; ``dA^L`` is a dense ``(M, M)`` power by repeated squaring. With
+    ``disc="zoh"`` ``dA = expm(dt A)`` is dense and the kernel is a Krylov sequence
+    (``O(H M^2 L)``: prefer bilinear for long kernels).
+
+    ``init`` is a HiPPO measure (``"legs"``, ``"legt"``, ``"lagt"``, ``"fout"``).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        channels: int = 1,
+        init: str = "legs",
+        rank: int | None = None,
+        disc: str = "bilinear",
+        **kwargs,
+    ) -> None:
+        super().__init__(d_model, d_state, channels, disc=disc, **kwargs)
+        if init not in MEASURES:
+            raise ValueError(f"unknown S4 init measure {init!r}; valid: {', '.join(MEASURES)}")
+        rank = {"legt": 2}.get(init, 1) if rank is None else rank
+        self.init, self.rank = init, rank
+        Lambda, P, B = dplr_init(init, d_state, rank)
+        self._init_A_B(Lambda.expand(d_model, -1), B.expand(d_model, -1))
+        self.P = nn.Parameter(_as_real(P[:, None, :].expand(-1, d_model, -1)))
+        self._mark_ssm_params()
+
+    def dense_A(self) -> torch.Tensor:
+        """``A (H, M, M)`` complex."""
+        P = self._cplx(self.P)
+        return torch.diag_embed(self.diagonal_A()) - torch.einsum("rhm,rhn->hmn", P, P.conj())
+
+    def _discrete(self, rate: float) -> DiscreteSSM:
+        dt = self.dt(rate)
+        A = self.dense_A()
+        B = self._cplx(self.B)
+        eye = torch.eye(self.modes, dtype=A.dtype, device=A.device)
+        dtA = dt[:, None, None] * A
+        if self.disc == "zoh":
+            dA = torch.linalg.matrix_exp(dtA)
+            dB = torch.linalg.solve(A, ((dA - eye) @ B[..., None]))[..., 0]
+        else:
+            lhs = eye - dtA / 2
+            dA = torch.linalg.solve(lhs, eye + dtA / 2)
+            dB = torch.linalg.solve(lhs, (dt[:, None] * B)[..., None])[..., 0]
+        return DiscreteSSM(dA, dB, self.output_matrix(dt))
+
+    def _kernel(self, L: int, rate: float) -> torch.Tensor:
+        if self.disc == "zoh":
+            ssm = self._discrete(rate)
+            states = krylov(ssm.dA, ssm.dB, L)  # (H, M, L)
+            return 2 * torch.einsum("chm,hml->chl", ssm.C, states).real
+        return self._bilinear_kernel(L, rate)
+
+    def _bilinear_kernel(self, L: int, rate: float) -> torch.Tensor:
+        ssm = self._discrete(rate)
+        dt = self.dt(rate)
+        # Truncating the generating function at L folds in (I - dA^L).
+        C = ssm.C - torch.einsum("chm,hmn->chn", ssm.C, ssm.power(L))
+        Lambda, B, P = self.diagonal_A(), self._cplx(self.B), self._cplx(self.P)
+        chunk = max(1, _CHUNK_ELEMENTS // (self.d_model * self.modes))
+        pieces = []
+        for start in range(0, L, chunk):
+            k = torch.arange(start, min(L, start + chunk), device=dt.device, dtype=dt.dtype)
+            z = torch.exp(-2j * math.pi * k / L)  # roots of unity (l,)
+            pieces.append(self._resolvent_sum(C, B, P, Lambda, dt, z))
+        F = torch.cat(pieces, dim=-1)  # (C, H, L): generating function at the roots
+        return 2 * torch.fft.ifft(F, n=L, dim=-1).real
+
+    @staticmethod
+    def _resolvent_sum(C, B, P, Lambda, dt, z) -> torch.Tensor:
+        """``dt C [(1 - z) I - dt/2 (1 + z) A]^{-1} B`` for each ``z``, by Woodbury.
+
+        That is ``C (I - z dA)^{-1} dB`` for the bilinear ``dA, dB``; the diagonal part
+        ``(1 - z) - dt/2 (1 + z) Lambda`` never vanishes on the unit circle when ``Re Lambda < 0``.
+        """
+        s = dt[:, None] / 2 * (1 + z)  # (H, l)
+        inv_d = 1 / ((1 - z) - s[:, None, :] * Lambda[..., None])  # (H, M, l)
+        cb = torch.einsum("chm,hm,hml->chl", C, B, inv_d)
+        cp = torch.einsum("chm,rhm,hml->crhl", C, P, inv_d)
+        pb = torch.einsum("rhm,hm,hml->rhl", P.conj(), B, inv_d)
+        pp = torch.einsum("rhm,qhm,hml->rqhl", P.conj(), P, inv_d)
+        rank = P.shape[0]
+        if rank == 1:
+            correction = cp[:, 0] * s * pb[0] / (1 + s * pp[0, 0])
+        else:
+            eye = torch.eye(rank, dtype=pp.dtype, device=pp.device)
+            system = eye + s * pp.permute(2, 3, 0, 1)  # (H, l, r, r)
+            solved = torch.linalg.solve(system, pb.permute(1, 2, 0)[..., None])[..., 0]  # (H, l, r)
+            correction = s * torch.einsum("crhl,hlr->chl", cp, solved)
+        return dt[:, None] * (cb - correction)
+
+
+KERNELS = {"s4d": S4DKernel, "s4": S4Kernel}
+
+
+def ssm_kernel(kernel: str, d_model: int, d_state: int = 64, channels: int = 1, **kwargs) -> SSMKernelBase:
+    """Build a kernel generator by name: ``"s4d"`` (:class:`S4DKernel`) or ``"s4"`` (:class:`S4Kernel`)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown SSM kernel {kernel!r}; valid kernels: {', '.join(KERNELS)}")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "bandlimit"}
+    return KERNELS[kernel](d_model, d_state, channels, **kwargs)

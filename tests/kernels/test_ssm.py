@@ -1,0 +1,158 @@
+import math
+
+import pytest
+import torch
+
+import s4vision.kernels.ssm as ssm_module
+from s4vision.kernels import S4DKernel, S4Kernel, centred_kernel, krylov, ssm_kernel
+
+
+def _dense_continuous(gen):
+    """Continuous ``A (H, M, M)``, ``B (H, M)``, ``C (c, H, M)`` rebuilt from the raw parameters."""
+    cplx = lambda p: torch.view_as_complex(p.detach().double().contiguous())
+    A = torch.complex(-torch.exp(gen.log_A_real.detach().double()), gen.A_imag.detach().double())
+    A = torch.diag_embed(A)
+    if isinstance(gen, S4Kernel):
+        P = cplx(gen.P)
+        A = A - torch.einsum("rhm,rhn->hmn", P, P.conj())
+    return A, cplx(gen.B), cplx(gen.C)
+
+
+def _kernel_by_matrix_powers(gen, L, rate):
+    """``K[l] = 2 Re(C dA^l dB)`` with dense discretisation and explicit matrix powers."""
+    A, B, C = _dense_continuous(gen)
+    dt = torch.exp(gen.log_dt.detach().double()) * rate
+    eye = torch.eye(A.shape[-1], dtype=A.dtype)
+    dtA = dt[:, None, None] * A
+    if gen.disc == "zoh":
+        dA = torch.linalg.matrix_exp(dtA)
+        dB = torch.linalg.inv(A) @ (dA - eye) @ B[..., None]
+    else:
+        inv = torch.linalg.inv(eye - dtA / 2)
+        dA = inv @ (eye + dtA / 2)
+        dB = inv @ (dt[:, None, None] * B[..., None])
+    out = [2 * (C[..., None, :] @ torch.linalg.matrix_power(dA, l) @ dB)[..., 0, 0].real for l in range(L)]
+    return torch.stack(out, -1)
+
+
+@pytest.mark.parametrize("kind", ["s4d", "s4"])
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+@pytest.mark.parametrize("rate", [0.5, 1.0, 2.5])
+def test_kernel_equals_dense_matrix_powers(kind, disc, rate):
+    gen = ssm_kernel(kind, d_model=3, d_state=8, channels=2, disc=disc, dt_min=0.01, dt_max=0.3).double()
+    with torch.no_grad():  # move away from the symmetric init so every parameter matters
+        for p in gen.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    K = gen(37, rate)
+    assert K.shape == (2, 3, 37) and K.dtype == torch.float64
+    torch.testing.assert_close(K, _kernel_by_matrix_powers(gen, 37, rate), atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("init", ["lin", "inv", "legs", "real"])
+def test_s4d_kernel_equals_unrolled_recurrence(init):
+    gen = S4DKernel(2, 6, init=init, disc="zoh").double()
+    ssm = gen.discrete(1.0)
+    L = 25
+    K = gen(L)
+    for h in range(2):
+        for m_out in range(1):
+            x = torch.zeros(3, dtype=torch.complex128)
+            ref = []
+            for t in range(L):
+                u = 1.0 if t == 0 else 0.0  # impulse response of the recurrence
+                x = ssm.dA[h] * x + ssm.dB[h] * u
+                ref.append(2 * (ssm.C[0, h] * x).sum().real)
+            torch.testing.assert_close(K[0, h], torch.stack(ref), atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["s4d", "s4"])
+def test_rate_resamples_the_continuous_kernel(kind):
+    """A ZOH kernel value is the integral of the continuous kernel over its cell, so halving the
+    rate splits every coarse cell into two fine ones: ``K_coarse[l] = K_fine[2l] + K_fine[2l+1]``."""
+    gen = ssm_kernel(kind, 4, 16, disc="zoh", dt_min=1e-3, dt_max=1e-1).double()
+    coarse = gen(50, rate=1.0)
+    fine = gen(100, rate=0.5)
+    torch.testing.assert_close(fine[..., ::2] + fine[..., 1::2], coarse, atol=1e-12, rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["s4d", "s4"])
+def test_chunked_generation_matches_one_shot(kind, monkeypatch):
+    gen = ssm_kernel(kind, 3, 8).double()
+    full = gen(200)
+    monkeypatch.setattr(ssm_module, "_CHUNK_ELEMENTS", 3 * 4 * 7)  # 7 positions per chunk
+    gen._cache.clear()
+    torch.testing.assert_close(gen(200), full, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["s4d", "s4"])
+def test_long_kernel_is_finite(kind):
+    gen = ssm_kernel(kind, 4, 16)
+    K = gen(65536)
+    assert K.shape == (1, 4, 65536) and torch.isfinite(K).all()
+
+
+@pytest.mark.parametrize("kind", ["s4d", "s4"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kernel_is_fp32_under_autocast(kind, dtype):
+    gen = ssm_kernel(kind, 4, 8)
+    with torch.autocast("cpu", dtype=dtype):
+        K = gen(64)
+    assert K.dtype == torch.float32
+    torch.testing.assert_close(K, gen(64))
+
+
+def test_bandlimit_removes_high_modes():
+    gen = S4DKernel(4, 64, init="lin", bandlimit=0.2)
+    dt = gen.dt(1.0)
+    mask = gen.mode_mask(dt)
+    freq = dt[:, None] * gen.diagonal_A().imag.abs() / (2 * math.pi)
+    assert torch.equal(mask.bool(), freq < 0.1)
+    assert 0 < mask.sum() < mask.numel()
+
+
+def test_krylov_dense_matches_powers():
+    dA = torch.randn(2, 4, 4, dtype=torch.complex128) * 0.3
+    v = torch.randn(2, 4, dtype=torch.complex128)
+    out = krylov(dA, v, 11)
+    ref = torch.stack([(torch.linalg.matrix_power(dA, l) @ v[..., None])[..., 0] for l in range(11)], -1)
+    torch.testing.assert_close(out, ref)
+
+
+def test_centred_kernel_layout():
+    f = torch.tensor([1.0, 2.0, 3.0])
+    b = torch.tensor([10.0, 20.0, 30.0])
+    assert centred_kernel(f, b).tolist() == [30.0, 20.0, 11.0, 2.0, 3.0]
+
+
+def test_cached_in_eval_and_recomputed_after_update():
+    gen = S4DKernel(2, 8).eval()
+    with torch.no_grad():
+        k1 = gen(16)
+        assert gen(16) is k1
+        gen.log_dt.add_(0.1)
+        k2 = gen(16)
+    assert not torch.equal(k1, k2)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(kernel="s5"), "unknown SSM kernel 's5'"),
+        (dict(kernel="s4d", d_model=0), "d_model must be a positive integer"),
+        (dict(kernel="s4d", d_state=7), "even"),
+        (dict(kernel="s4d", disc="euler"), "unknown discretization 'euler'"),
+        (dict(kernel="s4", init="legz"), "unknown S4 init measure 'legz'"),
+        (dict(kernel="s4d", init="legz"), "unknown S4D init 'legz'"),
+        (dict(kernel="s4d", dt_min=0.1, dt_max=0.01), "dt_min"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = dict(kernel="s4d", d_model=2, d_state=8) | kwargs
+    with pytest.raises(ValueError, match=match):
+        ssm_kernel(args.pop("kernel"), **args)
+
+
+@pytest.mark.parametrize("L,rate,match", [(0, 1.0, "positive integer"), (8, 0.0, "rate"), (8, float("nan"), "rate")])
+def test_bad_lengths_and_rates(L, rate, match):
+    with pytest.raises(ValueError, match=match):
+        S4DKernel(2, 8)(L, rate)

@@ -32,6 +32,8 @@ __all__ = [
     "ssm_kernel",
     "centred_kernel",
     "krylov",
+    "vandermonde_kernel",
+    "dense_kernel",
 ]
 
 DISCRETIZATIONS = ("zoh", "bilinear")
@@ -287,13 +289,25 @@ class S4DKernel(SSMKernelBase):
     def _kernel(self, L: int, rate: float) -> torch.Tensor:
         dt, log_dA, dB = self._log_dA_dB(rate)
         CB = self.output_matrix(dt) * dB  # (C, H, M)
-        chunk = max(1, _CHUNK_ELEMENTS // (self.d_model * self.modes))
-        pieces = []
-        for start in range(0, L, chunk):
-            steps = torch.arange(start, min(L, start + chunk), device=dt.device, dtype=dt.dtype)
-            vandermonde = torch.exp(log_dA[..., None] * steps)  # (H, M, l)
-            pieces.append(2 * torch.einsum("chm,hml->chl", CB, vandermonde).real)
-        return torch.cat(pieces, dim=-1)
+        return vandermonde_kernel(CB, log_dA, L)
+
+
+def vandermonde_kernel(CB: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tensor:
+    """``K[c, h, l] = 2 Re sum_m CB[c, h, m] exp(l log_dA[h, m])`` for ``l < L``: ``(C, H, L)``.
+
+    Splits ``l = i * n + j`` with ``n ~ sqrt(L)``, so ``dA^l = dA^(i n) dA^j`` and the sum over
+    modes becomes one batched real matrix product ``(H, C * L/n, M) @ (H, M, n)``: only
+    ``O(H M sqrt(L))`` exponentials and no ``(H, M, L)`` tensor.
+    """
+    C, H, M = CB.shape
+    n = max(1, math.isqrt(L - 1) + 1)
+    blocks = -(-L // n)
+    real = log_dA.real.dtype
+    inner = torch.exp(log_dA[..., None] * torch.arange(n, device=CB.device, dtype=real))  # (H, M, n)
+    outer = torch.exp(log_dA[..., None] * (n * torch.arange(blocks, device=CB.device, dtype=real)))  # (H, M, b)
+    left = (CB[..., None] * outer).permute(1, 0, 3, 2).reshape(H, C * blocks, M)  # (H, C*b, M)
+    K = left.real @ inner.real - left.imag @ inner.imag  # (H, C*b, n)
+    return 2 * K.view(H, C, blocks * n)[..., :L].transpose(0, 1)
 
 
 class S4Kernel(SSMKernelBase):
@@ -351,8 +365,7 @@ class S4Kernel(SSMKernelBase):
     def _kernel(self, L: int, rate: float) -> torch.Tensor:
         if self.disc == "zoh":
             ssm = self._discrete(rate)
-            states = krylov(ssm.dA, ssm.dB, L)  # (H, M, L)
-            return 2 * torch.einsum("chm,hml->chl", ssm.C, states).real
+            return dense_kernel(ssm.C, ssm.dA, ssm.dB, L)
         return self._bilinear_kernel(L, rate)
 
     def _bilinear_kernel(self, L: int, rate: float) -> torch.Tensor:
@@ -376,22 +389,46 @@ class S4Kernel(SSMKernelBase):
 
         That is ``C (I - z dA)^{-1} dB`` for the bilinear ``dA, dB``; the diagonal part
         ``(1 - z) - dt/2 (1 + z) Lambda`` never vanishes on the unit circle when ``Re Lambda < 0``.
+        All Cauchy sums ``sum_m a_m b_m / d_m(z)`` share one batched matrix product.
         """
+        channels, rank = C.shape[0], P.shape[0]
         s = dt[:, None] / 2 * (1 + z)  # (H, l)
         inv_d = 1 / ((1 - z) - s[:, None, :] * Lambda[..., None])  # (H, M, l)
-        cb = torch.einsum("chm,hm,hml->chl", C, B, inv_d)
-        cp = torch.einsum("chm,rhm,hml->crhl", C, P, inv_d)
-        pb = torch.einsum("rhm,hm,hml->rhl", P.conj(), B, inv_d)
-        pp = torch.einsum("rhm,qhm,hml->rqhl", P.conj(), P, inv_d)
-        rank = P.shape[0]
+        numerators = torch.cat([
+            C * B,  # C B
+            (C[:, None] * P[None]).flatten(0, 1),  # C P_r
+            P.conj() * B,  # P_r^H B
+            (P.conj()[:, None] * P[None]).flatten(0, 1),  # P_r^H P_q
+        ])  # (T, H, M)
+        sums = (numerators.transpose(0, 1) @ inv_d).transpose(0, 1)  # (T, H, l)
+        cb, cp, pb, pp = sums.split([channels, channels * rank, rank, rank * rank])
+        cp = cp.view(channels, rank, *cp.shape[1:])
+        pp = pp.view(rank, rank, *pp.shape[1:])
         if rank == 1:
             correction = cp[:, 0] * s * pb[0] / (1 + s * pp[0, 0])
         else:
             eye = torch.eye(rank, dtype=pp.dtype, device=pp.device)
-            system = eye + s * pp.permute(2, 3, 0, 1)  # (H, l, r, r)
+            system = eye + s[..., None, None] * pp.permute(2, 3, 0, 1)  # (H, l, r, r)
             solved = torch.linalg.solve(system, pb.permute(1, 2, 0)[..., None])[..., 0]  # (H, l, r)
             correction = s * torch.einsum("crhl,hlr->chl", cp, solved)
         return dt[:, None] * (cb - correction)
+
+
+def dense_kernel(C: torch.Tensor, dA: torch.Tensor, dB: torch.Tensor, L: int) -> torch.Tensor:
+    """``K[c, h, l] = 2 Re(C dA^l dB)`` for a dense ``dA (H, M, M)``: ``(C, H, L)``.
+
+    With ``l = i * n + j`` and ``n ~ sqrt(L)``: ``C dA^(i n)`` (rows) and ``dA^j dB`` (columns)
+    are Krylov sequences of ``sqrt(L)`` terms each, joined by one batched matrix product.
+    """
+    channels, H, M = C.shape
+    n = max(1, math.isqrt(L - 1) + 1)
+    blocks = -(-L // n)
+    columns = krylov(dA, dB, n)  # (H, M, n): dA^j dB
+    step_t = torch.linalg.matrix_power(dA, n).transpose(-1, -2)
+    rows = krylov(step_t, C, blocks)  # (C, H, M, b): (C dA^(i n))^T
+    rows = rows.permute(1, 0, 3, 2).reshape(H, channels * blocks, M)
+    K = (rows @ columns).real  # (H, C*b, n)
+    return 2 * K.view(H, channels, blocks * n)[..., :L].transpose(0, 1)
 
 
 KERNELS = {"s4d": S4DKernel, "s4": S4Kernel}

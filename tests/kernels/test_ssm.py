@@ -48,6 +48,14 @@ def test_kernel_equals_dense_matrix_powers(kind, disc, rate):
     torch.testing.assert_close(K, _kernel_by_matrix_powers(gen, 37, rate), atol=1e-10, rtol=1e-8)
 
 
+@pytest.mark.parametrize("init,rank", [("legt", 2), ("lagt", 1), ("fout", 1), ("legs", 3)])
+def test_dplr_kernel_other_measures_and_ranks(init, rank):
+    gen = ssm_kernel("s4", d_model=2, d_state=8, channels=1, init=init, rank=rank).double()
+    with torch.no_grad():
+        gen.P.add_(0.1 * torch.randn_like(gen.P))
+    torch.testing.assert_close(gen(29, 1.3), _kernel_by_matrix_powers(gen, 29, 1.3), atol=1e-10, rtol=1e-8)
+
+
 @pytest.mark.parametrize("init", ["lin", "inv", "legs", "real"])
 def test_s4d_kernel_equals_unrolled_recurrence(init):
     gen = S4DKernel(2, 6, init=init, disc="zoh").double()

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..kernels.ssm import DiscreteSSM, centred_kernel, krylov, ssm_kernel
 from ..ops.fftconv import fft_conv
+from ..ops.scan import linear_scan
 
 __all__ = ["S4", "check_channels_first"]
 
@@ -173,8 +174,6 @@ class S4(nn.Module):
         u = x.to(ssm.dB.real.dtype)
         L = u.shape[-1]
         if ssm.diagonal:
-            from ..ops.scan import linear_scan  # TODO(lead): module-level once ops.scan lands
-
             drive = ssm.dB[None, ..., None] * u[:, :, None, :]  # (B, H, M, L)
             return linear_scan(ssm.dA[..., None], drive, h)[..., -1]
         responses = krylov(ssm.dA, ssm.dB, L).flip(-1)  # dA^(L-1-l) dB

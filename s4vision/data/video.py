@@ -38,6 +38,7 @@ __all__ = [
     "VideoDecodeError",
     "VideoReader",
     "available_backends",
+    "check_size",
     "resolve_frame_size",
     "write_video",
 ]
@@ -69,7 +70,8 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if importlib.util.find_spec(_BACKEND_MODULES[name]) is not None]
 
 
-def _check_size(size: SizeArg) -> int | tuple[int, int] | None:
+def check_size(size: SizeArg) -> int | tuple[int, int] | None:
+    """Validate a ``size`` argument: None, a positive int, or a (height, width) pair."""
     if size is None:
         return None
     if isinstance(size, bool):
@@ -93,7 +95,7 @@ def resolve_frame_size(native_hw: tuple[int, int], size: SizeArg) -> tuple[int, 
     ``size=None`` keeps the native size, an int sets the short side (aspect ratio
     kept, long side rounded), and a ``(height, width)`` pair is taken as is.
     """
-    size = _check_size(size)
+    size = check_size(size)
     h, w = native_hw
     if size is None:
         return h, w
@@ -374,7 +376,7 @@ class VideoReader:
     def __init__(self, path: PathLike, backend: str = "auto", size: SizeArg = None):
         if not isinstance(backend, str) or backend not in ("auto", *BACKENDS):
             raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}")
-        self.size = _check_size(size)
+        self.size = check_size(size)
         self.path = str(path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"no such video file: {self.path!r}")
@@ -420,6 +422,8 @@ class VideoReader:
         """
         impl = self._open_impl()
         wanted = _check_indices(indices, impl.num_frames, self.path)
+        if wanted.size == 0:
+            return torch.empty((0, impl.height, impl.width, 3), dtype=torch.uint8)
         unique, inverse = np.unique(wanted, return_inverse=True)
         frames = impl.read(unique)
         return torch.from_numpy(np.ascontiguousarray(frames[inverse]))
@@ -457,11 +461,13 @@ def write_video(
     codec: str = "libx264",
     crf: int = 18,
     gop_size: int | None = None,
+    threads: int = 0,
 ) -> Path:
     """Encode ``uint8`` frames ``(T, H, W, 3)`` (RGB) into an H.264 file with PyAV.
 
     ``crf`` sets x264's quality (0 is lossless, 18 visually lossless); ``gop_size``
-    the maximum distance between keyframes. Height and width must be even
+    the maximum distance between keyframes; ``threads`` the encoder threads (0:
+    automatic; 1 is fastest for tiny frames). Height and width must be even
     (yuv420p). Returns the path written.
     """
     import av
@@ -480,7 +486,7 @@ def write_video(
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf)}
+        stream.options = {"crf": str(crf), "threads": str(threads)}
         if gop_size is not None:
             stream.codec_context.gop_size = gop_size
         for image in frames:

@@ -1,5 +1,6 @@
 """Parameterised kernel generators: HiPPO matrices, SSM kernels, continuous kernel networks."""
 from .hippo import DIAGONAL_INITS, MEASURES, NPLR, diagonal_init, dplr_init, hippo, nplr
+from .continuous import KERNEL_NETS, RFFMLP, SIREN, GaborNet, KernelNet, MAGNet, kernel_net
 from .ssm import (
     KERNELS,
     DiscreteSSM,
@@ -16,3 +17,4 @@ __all__ = [
     "KERNELS", "DiscreteSSM", "S4DKernel", "S4Kernel", "SSMKernelBase", "centred_kernel", "krylov",
     "ssm_kernel",
 ]
+__all__ += ["KERNEL_NETS", "RFFMLP", "SIREN", "GaborNet", "KernelNet", "MAGNet", "kernel_net"]

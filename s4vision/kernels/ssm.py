@@ -82,16 +82,35 @@ def krylov(dA: torch.Tensor, v: torch.Tensor, L: int) -> torch.Tensor:
     return out[..., :L]
 
 
-def centred_kernel(k_fwd: torch.Tensor, k_bwd: torch.Tensor) -> torch.Tensor:
-    """Bidirectional kernel ``(..., 2L - 1)`` centred on index ``L - 1`` from two ``(..., L)`` halves.
+def centred_kernel(k_fwd: torch.Tensor, k_bwd: torch.Tensor, *, half_step: bool = False) -> torch.Tensor:
+    """Bidirectional kernel ``(..., 2L - 1)`` centred on index ``L - 1`` from two causal halves.
 
     ``k_fwd`` acts causally (``k_fwd[j]`` weights ``u[t - j]``), ``k_bwd`` anti-causally
-    (``k_bwd[j]`` weights ``u[t + j]``); both contain the origin sample, which is their sum.
+    (``k_bwd[j]`` weights ``u[t + j]``).
+
+    ``half_step=False``: the halves are ``(..., L)`` kernels at the output step and both contain
+    the origin sample, which is their sum (the usual bidirectional S4 kernel).
+
+    ``half_step=True``: the halves are sampled at *half* the output step ``h`` (a generator
+    called with ``2L`` samples at ``rate / 2``), ``(..., 2L - 1)`` or longer. A ZOH kernel tap
+    ``k[l]`` integrates the continuous kernel over ``[l h, (l + 1) h]``, half a sample off the
+    cell ``[(m - 1/2) h, (m + 1/2) h]`` that tap ``m`` of a convolution between cell-centred
+    samples should cover. At half step two taps tile that cell exactly, ``k[2m - 1] + k[2m]``,
+    and the origin cell is the first half-cell of each side, ``k_fwd[0] + k_bwd[0]``. This is
+    what makes the kernels of one layer agree across resolutions.
     """
     if k_fwd.shape != k_bwd.shape:
         raise ValueError(f"kernel halves must have the same shape, got {tuple(k_fwd.shape)} and {tuple(k_bwd.shape)}")
-    origin = (k_fwd[..., :1] + k_bwd[..., :1])
-    return torch.cat([k_bwd[..., 1:].flip(-1), origin, k_fwd[..., 1:]], dim=-1)
+    if not half_step:
+        origin = (k_fwd[..., :1] + k_bwd[..., :1])
+        return torch.cat([k_bwd[..., 1:].flip(-1), origin, k_fwd[..., 1:]], dim=-1)
+    L = (k_fwd.shape[-1] + 1) // 2
+
+    def cells(k: torch.Tensor) -> torch.Tensor:  # taps m = 1 .. L-1
+        return k[..., 1:2 * L - 1].unflatten(-1, (L - 1, 2)).sum(-1)
+
+    origin = k_fwd[..., :1] + k_bwd[..., :1]
+    return torch.cat([cells(k_bwd).flip(-1), origin, cells(k_fwd)], dim=-1)
 
 
 def _as_real(z: torch.Tensor) -> torch.Tensor:

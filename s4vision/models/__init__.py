@@ -1,1 +1,17 @@
+"""timm backbones. Importing this package registers them with timm (``timm.create_model``)."""
+from . import zoo
+from .ccnn import CCNN, CCNNBlock
+from .convnext_s4nd import S4NDConvNeXt, S4NDConvNeXtBlock, S4NDConvNeXtStage, inflate_convnext_2d_to_3d
+from .s4nd_isotropic import S4NDIsoBlock, S4NDIsotropic
 
+__all__ = [
+    "zoo",
+    "CCNN",
+    "CCNNBlock",
+    "S4NDConvNeXt",
+    "S4NDConvNeXtBlock",
+    "S4NDConvNeXtStage",
+    "inflate_convnext_2d_to_3d",
+    "S4NDIsotropic",
+    "S4NDIsoBlock",
+]

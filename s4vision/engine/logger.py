@@ -1,0 +1,64 @@
+"""Per-epoch metrics to a CSV file (and to TensorBoard when it is installed)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricLogger"]
+
+
+class MetricLogger:
+    """Appends one row per epoch to ``<dir>/log.csv``; mirrors scalars to TensorBoard if available.
+
+    ``truncate_from(epoch)`` drops rows of ``epoch`` and later: a resumed run rewrites the
+    epochs it replays instead of duplicating them.
+    """
+
+    FIELDS = ("epoch", "step", "resolution", "lr", "train_loss", "train_top1", "eval_loss", "eval_top1", "seconds")
+
+    def __init__(self, directory: str | Path, tensorboard: bool = True):
+        self.path = Path(directory) / "log.csv"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self._tb = SummaryWriter(str(self.path.parent / "tensorboard"))
+
+    def truncate_from(self, epoch: int) -> None:
+        if not self.path.is_file():
+            return
+        with open(self.path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < epoch]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def log(self, row: dict[str, Any]) -> None:
+        unknown = set(row) - set(self.FIELDS)
+        if unknown:
+            raise ValueError(f"unknown log fields {sorted(unknown)}; valid: {', '.join(self.FIELDS)}")
+        new = not self.path.is_file()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        if self._tb is not None:
+            for key, value in row.items():
+                if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, global_step=row.get("step", 0))
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value

@@ -1,0 +1,334 @@
+"""CCNN: the continuous convolutional neural network, for sequences, images and video.
+
+Paper: `Modelling Long Range Dependencies in ND: From Task-Specific to a General Purpose CNN`
+- https://arxiv.org/abs/2301.10540 (Knigge, Romero et al., ICLR 2023)
+
+A separable FlexConv stem, then ``depth`` residual blocks
+``x + GELU(pointwise(dropout(GELU(SepFlexConv(norm(x))))))``, a final norm, global mean pooling
+and a linear classifier. Every FlexConv kernel is a MAGNet over relative positions spanning the
+whole input. The named configurations ``ccnn_{blocks}_{hidden}`` are the paper's (``ccnn_4_140``
+and ``ccnn_6_380`` on CIFAR-10). ``ndim`` selects 1D (``(B, C, L)``), 2D (``(B, C, H, W)``) or
+3D (``(B, C, T, H, W)``) data with the same code.
+
+The official implementation fixes the kernel grid at the training length, so it cannot change
+resolution at inference; here the kernels are sampled at the offsets between samples of whatever
+input arrives (in units of its extent), so a model trained at one resolution runs at another.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from timm.layers import DropPath
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from ..layers import FlexConv
+from .zoo import zoo_file
+from ._builder import (
+    ClassifierHeadNd,
+    LayerNormNd,
+    TrainResolutionMixin,
+    build_backbone,
+    conv_nd,
+    init_weights_outside,
+    no_weight_decay_names,
+    to_ntuple,
+)
+
+__all__ = ["CCNN", "CCNNBlock"]
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
+
+_BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def _norm_layer(norm: str, ndim: int, eps: float) -> Callable[..., nn.Module]:
+    if norm == "batchnorm":
+        return partial(_BATCH_NORM[ndim], eps=eps)
+    if norm == "layernorm":
+        return partial(LayerNormNd, eps=eps)
+    raise ValueError(f"norm_layer must be 'batchnorm' or 'layernorm', got {norm!r}")
+
+
+class CCNNBlock(nn.Module):
+    """CCNN residual block on ``(B, dim, *S)``:
+    ``x + drop_path(GELU(pointwise(dropout(GELU(SepFlexConv(norm(x)))))))``."""
+
+    def __init__(
+        self,
+        dim: int,
+        conv_layer: Callable[..., nn.Module],
+        norm_layer: Callable[..., nn.Module],
+        ndim: int,
+        grid: Tuple[int, ...],
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm = norm_layer(dim)
+        self.conv = conv_layer(dim, l_max=grid)
+        self.act1 = nn.GELU()
+        self.drop = nn.Dropout(proj_drop)
+        self.proj = conv_nd(ndim)(dim, dim, kernel_size=1)
+        self.act2 = nn.GELU()
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.drop(self.act1(self.conv(self.norm(x))))
+        return x + self.drop_path(self.act2(self.proj(y)))
+
+
+class CCNNStem(nn.Module):
+    """Separable FlexConv ``in_chans -> dim`` over the whole input, then norm and GELU."""
+
+    def __init__(self, in_chans: int, dim: int, conv_layer, norm_layer, grid: Tuple[int, ...]) -> None:
+        super().__init__()
+        self.conv = conv_layer(in_chans, out_dim=dim, l_max=grid)
+        self.norm = norm_layer(dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class CCNN(TrainResolutionMixin, nn.Module):
+    """Continuous CNN for 1D, 2D or 3D inputs (no downsampling: every block sees the full grid).
+
+    Args:
+        in_chans, num_classes, global_pool: as in timm (``global_pool``: ``"avg"``, ``"max"``,
+            ``"avgmax"`` or ``""``).
+        ndim: 1 (sequences ``(B, C, L)``), 2 (images) or 3 (clips ``(B, C, T, H, W)``).
+        img_size: training image size ``(H, W)`` (2D and 3D); ``num_frames``: training clip length
+            (3D); ``seq_len``: training sequence length (1D). They set the FlexConv reference grids
+            and the kernels' initial bandwidth; any size is accepted at run time.
+        depth, hidden: number of blocks and channels (the ``4`` and ``140`` of ``ccnn_4_140``).
+        kernel_net, kernel_hidden, kernel_depth: the FlexConv kernel network (MAGNet by default).
+        kernel_mask: multiply the kernels by FlexConv's learnable Gaussian mask.
+        norm_layer: ``"batchnorm"`` (the paper's) or ``"layernorm"`` (channels at each position).
+        drop_rate, proj_drop_rate, drop_path_rate: head dropout, block dropout, stochastic depth.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        global_pool: str = "avg",
+        ndim: int = 2,
+        img_size: Optional[Union[int, Sequence[int]]] = None,
+        num_frames: Optional[int] = None,
+        seq_len: Optional[int] = None,
+        depth: int = 4,
+        hidden: int = 140,
+        kernel_net: str = "magnet",
+        kernel_hidden: int = 32,
+        kernel_depth: int = 3,
+        kernel_mask: bool = True,
+        norm_layer: str = "batchnorm",
+        norm_eps: float = 1e-5,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        grid = self._grid(ndim, img_size, num_frames, seq_len)
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth!r}")
+        self.ndim = ndim
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self._init_train_resolution(grid)
+
+        conv_layer = partial(
+            FlexConv, ndim=ndim, kernel_net=kernel_net, separable=True, hidden=kernel_hidden,
+            depth=kernel_depth, mask=kernel_mask,
+        )
+        norm = _norm_layer(norm_layer, ndim, norm_eps)
+        self.stem = CCNNStem(in_chans, hidden, conv_layer, norm, grid)
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.Sequential(*[
+            CCNNBlock(hidden, conv_layer, norm, ndim, grid, proj_drop=proj_drop_rate, drop_path=rates[i])
+            for i in range(depth)
+        ])
+        self.norm = norm(hidden)
+        self.num_features = self.head_hidden_size = hidden
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=hidden, reduction=1) for i in range(depth)]
+        self.head = ClassifierHeadNd(hidden, num_classes, global_pool, drop_rate=drop_rate)
+        self.grad_checkpointing = False
+        init_weights_outside(self, skip=(FlexConv,))
+
+    @staticmethod
+    def _grid(ndim: int, img_size, num_frames, seq_len) -> Tuple[int, ...]:
+        if ndim == 1:
+            if img_size is not None or num_frames is not None:
+                raise ValueError("a 1D CCNN takes seq_len, not img_size / num_frames")
+            if seq_len is None:
+                raise ValueError("a 1D CCNN needs seq_len (the training sequence length)")
+            return (int(seq_len),)
+        if seq_len is not None:
+            raise ValueError(f"seq_len is only for ndim=1, got seq_len={seq_len!r} with ndim={ndim}")
+        if img_size is None:
+            raise ValueError(f"a {ndim}D CCNN needs img_size (the training image size)")
+        spatial = to_ntuple(img_size, 2, "img_size")
+        if ndim == 2:
+            if num_frames is not None:
+                raise ValueError(f"num_frames is only for ndim=3, got num_frames={num_frames!r} with ndim=2")
+            return spatial
+        if ndim == 3:
+            if num_frames is None:
+                raise ValueError("a 3D CCNN needs num_frames (the training clip length)")
+            return (int(num_frames),) + spatial
+        raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
+
+    # -- timm interface ------------------------------------------------------------------------
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r"^stem", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return no_weight_decay_names(self)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Block outputs ``(B, hidden, *S)`` (channels-first for every ``ndim``).
+
+        Args:
+            indices: last ``n`` blocks if an int, these blocks if a list, all if ``None``.
+            norm: apply the final norm to every intermediate.
+            stop_early: stop after the last requested block.
+            output_fmt: ``"NCHW"`` (channels-first) only.
+            intermediates_only: return only the list of intermediates.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' (channels-first), got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        x = self.stem(x)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
+        intermediates = []
+        for i, block in enumerate(blocks):
+            x = block(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: Union[int, List[int]] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the blocks after the last of ``indices`` (and the norm / head); returns kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_chans, *S) -> (B, hidden, *S)``."""
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# -- configs and entrypoints -------------------------------------------------------------------
+
+
+def _create_ccnn(variant: str, pretrained: bool = False, **kwargs: Any) -> CCNN:
+    ndim = kwargs.get("ndim", 2)
+    if ndim == 1:  # a sequence model: its length is seq_len, not an image size
+        size_arg = None
+    else:
+        size_arg = "img_size"
+    return build_backbone(
+        CCNN, variant, pretrained, size_arg=size_arg,
+        feature_cfg=dict(out_indices=3, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        "num_classes": 10, "input_size": (3, 32, 32), "pool_size": (32, 32),
+        "crop_pct": 1.0, "interpolation": "bilinear",
+        "mean": CIFAR10_MEAN, "std": CIFAR10_STD,
+        "first_conv": "stem.conv.pointwise.proj", "classifier": "head.fc",
+        "license": "apache-2.0",
+        "paper_ids": ("arXiv:2301.10540",),
+        "paper_name": "Modelling Long Range Dependencies in ND: From Task-Specific to a General Purpose CNN",
+        "origin_url": "https://github.com/david-knigge/ccnn",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    "ccnn_4_140": _cfg(),
+    "ccnn_6_380": _cfg(),
+    "ccnn_micro.mnist5k": _cfg(
+        input_size=(1, 14, 14), pool_size=(14, 14), mean=MNIST_MEAN, std=MNIST_STD,
+        description="ccnn_micro: tiny CCNN for 1-channel digits, trained in minutes on a CPU",
+        file=zoo_file("ccnn_micro.mnist5k.safetensors"),
+        notes=("trained by s4vision on 4,000 MNIST digits at 14x14 (model zoo, see model_zoo/manifest.yaml)",),
+    ),
+})
+
+
+@register_model
+def ccnn_4_140(pretrained: bool = False, **kwargs: Any) -> CCNN:
+    """CCNN with 4 blocks of 140 channels, MAGNet kernels of width 32 (~0.2M parameters on CIFAR-10)."""
+    model_args = dict(depth=4, hidden=140, kernel_hidden=32)
+    return _create_ccnn("ccnn_4_140", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def ccnn_6_380(pretrained: bool = False, **kwargs: Any) -> CCNN:
+    """CCNN with 6 blocks of 380 channels, MAGNet kernels of width 64 (~2M parameters on CIFAR-10)."""
+    model_args = dict(depth=6, hidden=380, kernel_hidden=64)
+    return _create_ccnn("ccnn_6_380", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def ccnn_micro(pretrained: bool = False, **kwargs: Any) -> CCNN:
+    """A tiny CCNN (4 blocks of 48 channels, MAGNet width 16) for 1-channel 14x14 digits."""
+    model_args = dict(depth=4, hidden=48, kernel_hidden=16)
+    return _create_ccnn("ccnn_micro", pretrained=pretrained, **dict(model_args, **kwargs))

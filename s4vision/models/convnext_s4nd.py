@@ -1,0 +1,665 @@
+"""S4ND-ConvNeXt: ConvNeXt with its depthwise convolutions replaced by S4ND, for images and video.
+
+Papers:
+* `S4ND: Modeling Images and Videos as Multidimensional Signals Using State Spaces`
+  - https://arxiv.org/abs/2210.06583 (Nguyen et al., NeurIPS 2022)
+* `A ConvNet for the 2020s` - https://arxiv.org/abs/2201.03545 (Liu et al., CVPR 2022)
+
+Each ConvNeXt block's 7x7 depthwise convolution becomes a depthwise S4ND layer (a global,
+separable state-space kernel plus a skip term), as in the S4ND paper. Following the paper's best
+ImageNet configuration (``stem_type: new_s4nd_patch``, ``downsample_type: s4nd``,
+``downsample_glu: true`` in its released configs), the stem and the downsampling layers default to
+S4ND too: an S4ND layer at the input resolution, average pooling by the stride, then a pointwise
+projection with a GLU. ``stem_type="patch"`` and ``downsample_type="conv"`` select ConvNeXt's
+strided convolutions instead. Differences from the paper's code: the stem mixes the input
+channels with a pointwise layer before a depthwise S4ND (the paper convolves every input channel
+with every output kernel), and the S4ND kernels of the stem span the whole image.
+
+The same classes build the 2D model (``ndim=2``, images ``(B, C, H, W)``) and the 3D one
+(``ndim=3``, clips ``(B, C, T, H, W)``); :func:`inflate_convnext_2d_to_3d` turns a 2D checkpoint
+into initial weights for the 3D model.
+
+Every S4ND layer keeps the grid it was built for (``l_max``, derived from ``img_size`` /
+``num_frames``) in its state, and samples its kernels for other input sizes so that they cover the
+same extent: the models accept any input size (a multiple of the total stride, 32) and give
+consistent outputs across resolutions.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, Mlp
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from ..layers import S4ND, check_channels_first
+from ..ops.separable import toeplitz_matrix
+from ._builder import (
+    ClassifierHeadNd,
+    LayerNormNd,
+    PointwiseGLU,
+    TrainResolutionMixin,
+    build_backbone,
+    conv_nd,
+    drop_path_rates,
+    init_weights_outside,
+    no_weight_decay_names,
+    to_ntuple,
+)
+
+__all__ = ["S4NDConvNeXt", "S4NDConvNeXtBlock", "S4NDConvNeXtStage", "inflate_convnext_2d_to_3d"]
+
+Size = Union[int, Sequence[int]]
+
+
+def _matmul_along(x: torch.Tensor, t: torch.Tensor, axis: int) -> torch.Tensor:
+    """Apply a per-channel matrix ``t (C, M, L)`` along spatial ``axis`` of ``x (B, C, *S)``
+    (``S[axis] == L``), giving ``(B, C, *S)`` with that axis resized to ``M``."""
+    B, C = x.shape[:2]
+    sizes = x.shape[2:]
+    pre, L, post = math.prod(sizes[:axis]), sizes[axis], math.prod(sizes[axis + 1:])
+    if post == 1:  # last axis: rows times t^T
+        y = x.reshape(B, C, pre, L) @ t.transpose(-1, -2)
+    elif pre == 1:  # first axis: t times the (L, post) slab
+        y = t @ x.reshape(B, C, L, post)
+    else:
+        y = t.unsqueeze(1) @ x.reshape(B, C, pre, L, post)
+    return y.reshape(B, C, *sizes[:axis], t.shape[1], *sizes[axis + 1:])
+
+
+class PooledS4ND(nn.Module):
+    """A linear S4ND layer followed by average pooling over ``stride`` windows, computed jointly.
+
+    ``(B, dim, *S) -> (B, dim, *S // stride)``, equal to ``avg_pool(s4nd(x), stride)``. Along
+    each axis the separable S4ND kernel is a Toeplitz matrix ``(L, L)``; averaging its rows in
+    groups of ``stride`` gives an ``(L // stride, L)`` matrix that convolves and pools in one
+    product, so the full-resolution output is never formed (about 3x fewer operations for the
+    4x4 pooling of the stem).
+    """
+
+    def __init__(self, dim: int, stride: Tuple[int, ...], mixer_layer: Callable[..., nn.Module],
+                 grid: Tuple[int, ...]) -> None:
+        super().__init__()
+        self.stride = tuple(stride)
+        self.s4nd = mixer_layer(dim, l_max=grid)
+        if getattr(self.s4nd, "out_proj", None) is not None:
+            raise ValueError("PooledS4ND needs a linear S4ND layer (out_proj=False)")
+
+    def _pooled_toeplitz(self, k: torch.Tensor, length: int, stride: int) -> torch.Tensor:
+        t = toeplitz_matrix(k, length)  # (C, L, L)
+        if stride == 1:
+            return t
+        rows = length // stride
+        return t[:, : rows * stride].unflatten(1, (rows, stride)).mean(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s4nd = self.s4nd
+        check_channels_first(x, s4nd.dim, s4nd.ndim)
+        sizes = tuple(x.shape[2:])
+        if any(L < s for L, s in zip(sizes, self.stride)):
+            raise ValueError(f"input of spatial size {sizes} is smaller than the pooling stride {self.stride}")
+        s4nd.grid.observe(sizes)
+        factors = s4nd.kernel_factors(sizes)  # ndim x (rank, C, 2L - 1)
+        dtype = factors[0].dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            u = x.to(dtype)
+            y = None
+            for r in range(factors[0].shape[0]):
+                z = u
+                for axis, (k, L, s) in enumerate(zip(factors, sizes, self.stride)):
+                    z = _matmul_along(z, self._pooled_toeplitz(k[r], L, s), axis)
+                y = z if y is None else y + z
+            skip = u if max(self.stride) == 1 else _avg_pool(u, self.stride)
+            y = y + s4nd.D.to(dtype).view(-1, *(1,) * s4nd.ndim) * skip
+        return y.to(x.dtype)
+
+
+def _avg_pool(x: torch.Tensor, stride: Tuple[int, ...]) -> torch.Tensor:
+    return {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[len(stride)](x, stride, stride)
+
+
+class S4NDDownsample(nn.Module):
+    """Resolution-agnostic downsampling: S4ND mixer, average pool by ``stride``, pointwise GLU.
+
+    ``(B, in_chs, *S) -> (B, out_chs, *S // stride)``; the paper's ``S4DownSample``.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: Tuple[int, ...],
+        mixer_layer: Callable[..., nn.Module],
+        grid: Tuple[int, ...],
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        self.mixer = PooledS4ND(in_chs, stride, mixer_layer, grid)
+        self.proj = PointwiseGLU(in_chs, out_chs, len(stride), device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.mixer(x))
+
+
+class S4NDStem(nn.Module):
+    """S4ND patchify stem: pointwise ``in_chans -> stem_chs``, S4ND, pool by the patch size,
+    pointwise GLU to ``out_chs``, channel LayerNorm. ``(B, in_chans, *S) -> (B, out_chs, *S // patch)``.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chs: int,
+        stem_chs: int,
+        patch_size: Tuple[int, ...],
+        mixer_layer: Callable[..., nn.Module],
+        grid: Tuple[int, ...],
+        norm_layer: Callable[..., nn.Module],
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        ndim = len(patch_size)
+        dd = dict(device=device, dtype=dtype)
+        self.proj_in = conv_nd(ndim)(in_chans, stem_chs, kernel_size=1, **dd)
+        self.down = S4NDDownsample(stem_chs, out_chs, patch_size, mixer_layer, grid, **dd)
+        self.norm = norm_layer(out_chs, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.down(self.proj_in(x)))
+
+
+class PatchStem(nn.Module):
+    """ConvNeXt's stem: non-overlapping strided convolution then channel LayerNorm."""
+
+    def __init__(self, in_chans: int, out_chs: int, patch_size: Tuple[int, ...], norm_layer, device=None, dtype=None):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.proj_in = conv_nd(len(patch_size))(in_chans, out_chs, kernel_size=patch_size, stride=patch_size, **dd)
+        self.norm = norm_layer(out_chs, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj_in(x))
+
+
+class S4NDConvNeXtBlock(nn.Module):
+    """ConvNeXt block with an S4ND token mixer.
+
+    ``x + drop_path(gamma * mlp(norm(s4nd(x))))`` on ``(B, C, *S)``; the norm and MLP run
+    channels-last, as in timm's ConvNeXt.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        mixer_layer: Callable[..., nn.Module],
+        grid: Tuple[int, ...],
+        mlp_ratio: float = 4.0,
+        ls_init_value: Optional[float] = 1e-6,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.mixer = mixer_layer(dim, l_max=grid)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=nn.GELU, **dd)
+        self.gamma = nn.Parameter(ls_init_value * torch.ones(dim, **dd)) if ls_init_value is not None else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.mixer(x).movedim(1, -1)
+        x = self.mlp(self.norm(x))
+        if self.gamma is not None:
+            x = x * self.gamma
+        # shortcut first: the sum then takes its (contiguous, channels-first) layout
+        return shortcut + self.drop_path(x.movedim(-1, 1))
+
+
+class S4NDConvNeXtStage(nn.Module):
+    """Optional downsampling (channel norm then S4ND or strided conv) followed by ``depth`` blocks."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: Tuple[int, ...],
+        depth: int,
+        mixer_layer: Callable[..., nn.Module],
+        grid: Tuple[int, ...],
+        downsample_type: str = "s4nd",
+        drop_path_rates: Optional[List[float]] = None,
+        ls_init_value: Optional[float] = 1e-6,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-6,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.grad_checkpointing = False
+        ndim = len(stride)
+        if in_chs != out_chs or max(stride) > 1:
+            if downsample_type == "s4nd":
+                down = S4NDDownsample(in_chs, out_chs, stride, mixer_layer, grid, **dd)
+            else:
+                down = conv_nd(ndim)(in_chs, out_chs, kernel_size=stride, stride=stride, **dd)
+            self.downsample = nn.Sequential(LayerNormNd(in_chs, eps=norm_eps, **dd), down)
+        else:
+            self.downsample = nn.Identity()
+        block_grid = tuple(max(g // s, 1) for g, s in zip(grid, stride))
+        rates = drop_path_rates or [0.0] * depth
+        self.blocks = nn.Sequential(*[
+            S4NDConvNeXtBlock(
+                out_chs, mixer_layer, block_grid, mlp_ratio=mlp_ratio, ls_init_value=ls_init_value,
+                drop_path=rates[i], norm_eps=norm_eps, **dd,
+            )
+            for i in range(depth)
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
+    """S4ND-ConvNeXt for images (``ndim=2``) or video clips (``ndim=3``).
+
+    Args:
+        in_chans: input channels.
+        num_classes: classifier outputs (0: no classifier).
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"`` or ``""`` (no pooling).
+        depths, dims: blocks and channels of the four stages.
+        ndim: 2 for images ``(B, C, H, W)``, 3 for clips ``(B, C, T, H, W)``.
+        img_size: training image size ``(H, W)`` (an int for square images): the reference grid
+            of the S4ND layers. Other sizes are accepted at run time.
+        num_frames: training clip length ``T`` (3D only).
+        patch_size: stem stride, an int or one per axis (3D default ``(2, 4, 4)``).
+        downsample_stride: stride of stages 2-4, an int or one per axis (3D default ``(1, 2, 2)``:
+            time is only downsampled by the stem).
+        stem_type: ``"s4nd"`` (the paper's S4ND patch stem) or ``"patch"`` (strided conv).
+        stem_chs: channels of the S4ND stem before its pooling.
+        downsample_type: ``"s4nd"`` (S4ND, pool, pointwise GLU) or ``"conv"`` (strided conv).
+        d_state, kernel, bandlimit: S4ND state size, kernel family (``"s4d"``/``"s4"``) and
+            anti-aliasing band limit.
+        s4nd_kwargs: further keyword arguments for every S4ND layer (e.g. ``dt_min``).
+        mlp_ratio, ls_init_value, head_init_scale, norm_eps: as in timm's ConvNeXt.
+        drop_rate, drop_path_rate: head dropout and stochastic depth.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        depths: Sequence[int] = (3, 3, 9, 3),
+        dims: Sequence[int] = (96, 192, 384, 768),
+        ndim: int = 2,
+        img_size: Size = 224,
+        num_frames: Optional[int] = None,
+        patch_size: Optional[Size] = None,
+        downsample_stride: Optional[Size] = None,
+        stem_type: str = "s4nd",
+        stem_chs: int = 32,
+        downsample_type: str = "s4nd",
+        d_state: int = 64,
+        kernel: str = "s4d",
+        bandlimit: Optional[float] = None,
+        s4nd_kwargs: Optional[Dict[str, Any]] = None,
+        mlp_ratio: float = 4.0,
+        ls_init_value: Optional[float] = 1e-6,
+        head_init_scale: float = 1.0,
+        norm_eps: float = 1e-6,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        if ndim not in (2, 3):
+            raise ValueError(f"S4NDConvNeXt supports ndim=2 (images) or ndim=3 (clips), got {ndim!r}")
+        if len(depths) != 4 or len(dims) != 4:
+            raise ValueError(f"depths and dims need 4 stages, got depths={tuple(depths)}, dims={tuple(dims)}")
+        if stem_type not in ("s4nd", "patch"):
+            raise ValueError(f"stem_type must be 's4nd' or 'patch', got {stem_type!r}")
+        if downsample_type not in ("s4nd", "conv"):
+            raise ValueError(f"downsample_type must be 's4nd' or 'conv', got {downsample_type!r}")
+        spatial = to_ntuple(img_size, 2, "img_size")
+        if ndim == 3:
+            if num_frames is None:
+                raise ValueError("a 3D S4NDConvNeXt needs num_frames (the training clip length)")
+            grid = (int(num_frames),) + spatial
+        else:
+            if num_frames is not None:
+                raise ValueError(f"num_frames is only for ndim=3, got num_frames={num_frames!r} with ndim=2")
+            grid = spatial
+        patch_size = to_ntuple(patch_size if patch_size is not None else ((2, 4, 4) if ndim == 3 else 4), ndim, "patch_size")
+        downsample_stride = to_ntuple(
+            downsample_stride if downsample_stride is not None else ((1, 2, 2) if ndim == 3 else 2), ndim,
+            "downsample_stride",
+        )
+        self.ndim = ndim
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self._init_train_resolution(grid, device=device)
+
+        mixer_layer = partial(
+            S4ND, ndim=ndim, d_state=d_state, kernel=kernel, bidirectional=True, channels=1,
+            bandlimit=bandlimit, out_proj=False, **(s4nd_kwargs or {}),
+        )
+        norm_layer = partial(LayerNormNd, eps=norm_eps)
+        if stem_type == "s4nd":
+            self.stem = S4NDStem(in_chans, dims[0], stem_chs, patch_size, mixer_layer, grid, norm_layer, **dd)
+        else:
+            self.stem = PatchStem(in_chans, dims[0], patch_size, norm_layer, **dd)
+
+        grid = tuple(max(g // p, 1) for g, p in zip(grid, patch_size))
+        reduction = patch_size
+        dp_rates = drop_path_rates(drop_path_rate, depths)
+        stages, self.feature_info = [], []
+        prev_chs = dims[0]
+        for i in range(4):
+            stride = (1,) * ndim if i == 0 else downsample_stride
+            stages.append(S4NDConvNeXtStage(
+                prev_chs, dims[i], stride, depths[i], mixer_layer, grid, downsample_type=downsample_type,
+                drop_path_rates=dp_rates[i], ls_init_value=ls_init_value, mlp_ratio=mlp_ratio,
+                norm_eps=norm_eps, **dd,
+            ))
+            grid = tuple(max(g // s, 1) for g, s in zip(grid, stride))
+            reduction = tuple(r * s for r, s in zip(reduction, stride))
+            prev_chs = dims[i]
+            self.feature_info.append(dict(num_chs=prev_chs, reduction=max(reduction[-2:]), module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = prev_chs
+        self.norm_pre = nn.Identity()  # ConvNeXt normalises after pooling, in the head
+        self.head = ClassifierHeadNd(prev_chs, num_classes, global_pool, norm_layer=norm_layer, drop_rate=drop_rate, **dd)
+        init_weights_outside(self, skip=(S4ND,), head_init_scale=head_init_scale)
+
+    # -- timm interface ------------------------------------------------------------------------
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r"^stem",
+            blocks=r"^stages\.(\d+)" if coarse else [
+                (r"^stages\.(\d+)\.downsample", (0,)),
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^norm_pre", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return no_weight_decay_names(self)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs ``(B, C_i, *S_i)`` (channels-first, also for clips).
+
+        Args:
+            indices: last ``n`` stages if an int, these stages if a list, all if ``None``.
+            norm: apply ``norm_pre`` to the last stage's output (an identity here).
+            stop_early: stop after the last requested stage.
+            output_fmt: ``"NCHW"`` (channels-first) only.
+            intermediates_only: return only the list of intermediates.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' (channels-first), got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        intermediates = []
+        x = self.stem(x)
+        last_idx = len(self.stages) - 1
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(self.norm_pre(x) if norm and i == last_idx else x)
+        if intermediates_only:
+            return intermediates
+        if i == last_idx:
+            x = self.norm_pre(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: Union[int, List[int]] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages after the last of ``indices`` (and the head); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max_index + 1]
+        if prune_norm:
+            self.norm_pre = nn.Identity()
+        if prune_head:
+            self.head.norm = nn.Identity()
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_chans, *S) -> (B, num_features, *S / stride)``."""
+        x = self.stem(x)
+        x = self.stages(x)
+        return self.norm_pre(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# -- 2D -> 3D inflation ------------------------------------------------------------------------
+
+
+def inflate_convnext_2d_to_3d(
+    state_dict_2d: Dict[str, torch.Tensor],
+    model_3d: S4NDConvNeXt,
+    include_head: bool = True,
+) -> Dict[str, torch.Tensor]:
+    """Initial weights for a 3D S4ND-ConvNeXt from a 2D checkpoint of the same width and depth.
+
+    * S4ND layers: the 3D layer's kernels for the ``(H, W)`` axes take the 2D layer's
+      parameters; its temporal kernel keeps ``model_3d``'s own (fresh) initialisation.
+    * Strided convolutions (``stem_type="patch"`` / ``downsample_type="conv"``): the 2D kernel
+      is repeated over time and divided by the temporal size (I3D inflation), so a clip of
+      identical frames gives the 2D response.
+    * Everything else (norms, MLPs, pointwise layers, layer scales, the head) is copied.
+    * ``train_size`` buffers keep the 3D model's values.
+
+    Returns a full state dict for ``model_3d`` (load it with ``model_3d.load_state_dict``).
+    Raises ``ValueError`` if a 2D tensor has no place in the 3D model or a shape does not fit.
+    """
+    if not isinstance(model_3d, S4NDConvNeXt) or model_3d.ndim != 3:
+        raise TypeError("model_3d must be a 3D S4NDConvNeXt (ndim=3)")
+    target = model_3d.state_dict()
+    out = {k: v.clone() for k, v in target.items()}
+    s4nd_prefixes = [name for name, m in model_3d.named_modules() if isinstance(m, S4ND)]
+    used = set()
+    for key, value in state_dict_2d.items():
+        if key == "train_size" or key.endswith("grid.size") or (not include_head and key.startswith("head.")):
+            continue
+        if not include_head and key.startswith("head."):
+            continue
+        owner = next((p for p in s4nd_prefixes if key.startswith(p + ".")), None)
+        if owner is not None:
+            key_3d = _s4nd_spatial_key(model_3d.get_submodule(owner), owner, key)
+            if key_3d is None:
+                continue
+        else:
+            key_3d = key
+        if key_3d not in target:
+            raise ValueError(f"2D tensor {key!r} has no counterpart {key_3d!r} in the 3D model")
+        ref = target[key_3d]
+        if value.shape == ref.shape:
+            out[key_3d] = value.to(ref.dtype).clone()
+        elif value.ndim == 4 and ref.ndim == 5 and value.shape[:2] + value.shape[2:] == ref.shape[:2] + ref.shape[3:]:
+            t = ref.shape[2]
+            out[key_3d] = (value.unsqueeze(2) / t).expand_as(ref).to(ref.dtype).clone()
+        else:
+            raise ValueError(f"cannot inflate {key!r} of shape {tuple(value.shape)} into {tuple(ref.shape)}")
+        used.add(key_3d)
+    return out
+
+
+def _s4nd_spatial_key(layer: nn.Module, prefix: str, key: str) -> Optional[str]:
+    """Name, in a 3D S4ND layer, of a 2D S4ND layer's tensor ``key`` (``None``: not carried over).
+
+    Per-axis kernel generators are numbered by axis; 2D axes ``(H, W) = (0, 1)`` become 3D axes
+    ``(1, 2)``. Tensors shared by all axes (the skip ``D``, projections) keep their name.
+    """
+    rest = key[len(prefix) + 1:]
+    axis_map = getattr(layer, "_axis_param_map", None)
+    if axis_map is not None:
+        return axis_map(prefix, rest, source_ndim=2)
+    return _default_axis_key(prefix, rest)
+
+
+def _default_axis_key(prefix: str, rest: str) -> Optional[str]:
+    parts = rest.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("kernels", "kernel") and parts[i + 1].isdigit():
+            parts[i + 1] = str(int(parts[i + 1]) + 1)
+            return prefix + "." + ".".join(parts)
+    if rest.endswith("size") and "grid" in rest:
+        return None
+    return prefix + "." + rest
+
+
+# -- configs and entrypoints -------------------------------------------------------------------
+
+
+def _create_s4nd_convnext(variant: str, pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
+    return build_backbone(
+        S4NDConvNeXt, variant, pretrained,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "min_input_size": (3, 32, 32),
+        "crop_pct": 0.875, "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "stem.proj_in", "classifier": "head.fc",
+        "license": "apache-2.0",
+        "paper_ids": ("arXiv:2210.06583", "arXiv:2201.03545"),
+        "paper_name": "S4ND: Modeling Images and Videos as Multidimensional Signals Using State Spaces",
+        "origin_url": "https://github.com/state-spaces/s4",
+        **kwargs,
+    }
+
+
+def _cfg3d(num_frames: int = 16, **kwargs: Any) -> Dict[str, Any]:
+    return _cfg(
+        pool_size=(num_frames // 2, 7, 7), min_input_size=(3, 32, 32),
+        notes=(
+            f"video model: input clips (B, 3, T, H, W); input_size is the per-frame (C, H, W), "
+            f"trained clip length T={num_frames} (model argument num_frames)",
+        ),
+        **kwargs,
+    )
+
+
+default_cfgs = generate_default_cfgs({
+    "s4nd_convnext_atto": _cfg(),
+    "s4nd_convnext_femto": _cfg(),
+    "s4nd_convnext_pico": _cfg(),
+    "s4nd_convnext_nano": _cfg(),
+    "s4nd_convnext_tiny": _cfg(),
+    "s4nd_convnext_small": _cfg(),
+    "s4nd_convnext_base": _cfg(),
+    "s4nd_convnext3d_atto": _cfg3d(),
+    "s4nd_convnext3d_tiny": _cfg3d(),
+})
+
+_NUM_FRAMES_3D = 16
+
+
+@register_model
+def s4nd_convnext_atto(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
+    model_args = dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320))
+    return _create_s4nd_convnext("s4nd_convnext_atto", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s4nd_convnext_femto(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
+    model_args = dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384))
+    return _create_s4nd_convnext("s4nd_convnext_femto", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s4nd_convnext_pico(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
+    model_args = dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512))
+    return _create_s4nd_convnext("s4nd_convnext_pico", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s4nd_convnext_nano(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
+    model_args = dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640))
+    return _create_s4nd_convnext("s4nd_convnext_nano", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s4nd_convnext_tiny(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
+    model_args = dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768))
+    return _create_s4nd_convnext("s4nd_convnext_tiny", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s4nd_convnext_small(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
+    model_args = dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768))
+    return _create_s4nd_convnext("s4nd_convnext_small", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s4nd_convnext_base(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
+    model_args = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))
+    return _create_s4nd_convnext("s4nd_convnext_base", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s4nd_convnext3d_atto(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
+    model_args = dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), ndim=3, num_frames=_NUM_FRAMES_3D)
+    return _create_s4nd_convnext("s4nd_convnext3d_atto", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s4nd_convnext3d_tiny(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
+    model_args = dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), ndim=3, num_frames=_NUM_FRAMES_3D)
+    return _create_s4nd_convnext("s4nd_convnext3d_tiny", pretrained=pretrained, **dict(model_args, **kwargs))

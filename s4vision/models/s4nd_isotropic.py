@@ -1,0 +1,398 @@
+"""Isotropic S4ND backbones: ViT-S4ND and the small MNIST models.
+
+Papers:
+* `S4ND: Modeling Images and Videos as Multidimensional Signals Using State Spaces`
+  - https://arxiv.org/abs/2210.06583
+* `An Image is Worth 16x16 Words` - https://arxiv.org/abs/2010.11929 (the ViT widths and depths)
+
+An isotropic model keeps one grid size and width from its stem to its head: a patchify (or, for
+the ``micro`` models, pointwise) stem, ``depth`` pre-norm residual blocks whose token mixer is a
+2D S4ND layer over the grid of patches, a final channel norm, global average pooling and a linear
+classifier. There is no attention, class token or position embedding: S4ND's kernels carry the
+positional information, which is what lets the model run at other resolutions. Tensors stay
+channels-first ``(B, C, H, W)`` throughout.
+
+``s4nd_vit_*_patch16`` follow the S4ND paper's ViT-S4ND (attention replaced by S4ND with a GLU
+output and a rank-2 kernel, followed by the ViT MLP). ``s4nd_iso_micro`` is the paper's isotropic
+S4ND model of its resolution-change experiments shrunk for 1-channel 14x14 digits: a pointwise
+stem (no patchify, so nothing in it depends on the pixel size), band-limited S4ND mixers, channel
+LayerNorms and global mean pooling, so that it can be evaluated zero-shot at other resolutions.
+``conv2d_iso_micro`` is the same network with a fixed-size depthwise convolution in place of each
+S4ND kernel (the paper's Conv2D baseline).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from ..layers import S4ND
+from .zoo import zoo_file
+from ._builder import (
+    ClassifierHeadNd,
+    LayerNormNd,
+    TrainResolutionMixin,
+    build_backbone,
+    init_weights_outside,
+    no_weight_decay_names,
+    to_ntuple,
+)
+
+__all__ = ["S4NDIsotropic", "S4NDIsoBlock", "DepthwiseConvMixer", "PointwiseMlp"]
+
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
+
+
+class DepthwiseConvMixer(nn.Module):
+    """S4ND's layer structure with a fixed-size depthwise convolution for the SSM kernel.
+
+    ``proj(act(conv(x)))`` on ``(B, dim, H, W)``; the convolution is ``kernel_size`` wide in
+    pixels whatever the resolution (the Conv2D baseline of the S4ND paper).
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 5, out_proj: str = "glu", device=None, dtype=None, **_: Any):
+        super().__init__()
+        if out_proj not in ("glu", "linear"):
+            raise ValueError(f"out_proj must be 'glu' or 'linear', got {out_proj!r}")
+        dd = dict(device=device, dtype=dtype)
+        self.conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, **dd)
+        self.act = nn.GELU()
+        width = 2 * dim if out_proj == "glu" else dim
+        self.proj = nn.Conv2d(dim, width, 1, **dd)
+        self.glu = out_proj == "glu"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(self.act(self.conv(x)))
+        return nn.functional.glu(x, dim=1) if self.glu else x
+
+
+class PointwiseMlp(nn.Module):
+    """Channel MLP on ``(B, C, *S)``: pointwise ``C -> hidden``, GELU, dropout, ``hidden -> C``."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0, device=None, dtype=None) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.fc1 = nn.Linear(dim, hidden, **dd)
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden, dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.movedim(1, -1)
+        x = self.fc2(self.drop(self.act(self.fc1(x))))
+        return x.movedim(-1, 1)
+
+
+class S4NDIsoBlock(nn.Module):
+    """Pre-norm residual block: ``x + mixer(norm1(x))`` then, if ``mlp_ratio > 0``, ``x + mlp(norm2(x))``.
+
+    ``(B, C, H, W) -> (B, C, H, W)``; both norms normalise channels at each position.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        mixer_layer: Callable[..., nn.Module],
+        grid: Tuple[int, int],
+        mlp_ratio: float = 4.0,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.norm1 = LayerNormNd(dim, eps=norm_eps, **dd)
+        self.mixer = mixer_layer(dim, l_max=grid)
+        self.drop1 = nn.Dropout(proj_drop)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        if mlp_ratio > 0:
+            self.norm2 = LayerNormNd(dim, eps=norm_eps, **dd)
+            self.mlp = PointwiseMlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
+            self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        else:
+            self.norm2 = self.mlp = self.drop_path2 = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.drop1(self.mixer(self.norm1(x))))
+        if self.mlp is not None:
+            x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x
+
+
+class PatchStem(nn.Module):
+    """Non-overlapping ``patch_size`` convolution (pointwise when ``patch_size=1``), then optional norm."""
+
+    def __init__(self, in_chans: int, dim: int, patch_size: Tuple[int, int], norm: bool, norm_eps: float,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size, **dd)
+        self.norm = LayerNormNd(dim, eps=norm_eps, **dd) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class S4NDIsotropic(TrainResolutionMixin, nn.Module):
+    """Isotropic (single-resolution) backbone with S4ND token mixers, for images ``(B, C, H, W)``.
+
+    Args:
+        in_chans, num_classes, global_pool: as in timm (``global_pool``: ``"avg"``, ``"max"``,
+            ``"avgmax"`` or ``""``).
+        img_size: training image size (int or ``(H, W)``): sets the S4ND reference grid.
+        patch_size: stem stride; 1 makes the stem pointwise (fully resolution-agnostic).
+        embed_dim, depth: width and number of blocks.
+        mlp_ratio: hidden width of each block's MLP relative to ``embed_dim``; 0: no MLP.
+        mixer: ``"s4nd"`` or ``"conv"`` (a ``conv_kernel_size`` depthwise convolution baseline).
+        d_state, kernel, channels, bandlimit, mixer_out_proj: the S4ND mixer (``mixer_out_proj``:
+            ``"glu"`` or ``"linear"`` output projection after a GELU).
+        conv_kernel_size: kernel size of the ``"conv"`` mixer.
+        stem_norm: channel LayerNorm after the stem.
+        s4nd_kwargs: further keyword arguments for every S4ND layer (e.g. ``dt_min``).
+        drop_rate, proj_drop_rate, drop_path_rate: head dropout, dropout inside blocks, stochastic depth.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        img_size: Union[int, Sequence[int]] = 224,
+        patch_size: Union[int, Sequence[int]] = 16,
+        embed_dim: int = 384,
+        depth: int = 12,
+        mlp_ratio: float = 4.0,
+        mixer: str = "s4nd",
+        d_state: int = 64,
+        kernel: str = "s4d",
+        channels: int = 2,
+        bandlimit: Optional[float] = None,
+        mixer_out_proj: str = "glu",
+        conv_kernel_size: int = 5,
+        stem_norm: bool = False,
+        s4nd_kwargs: Optional[Dict[str, Any]] = None,
+        norm_eps: float = 1e-6,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        if mixer not in ("s4nd", "conv"):
+            raise ValueError(f"mixer must be 's4nd' or 'conv', got {mixer!r}")
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth!r}")
+        img_size = to_ntuple(img_size, 2, "img_size")
+        patch_size = to_ntuple(patch_size, 2, "patch_size")
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.patch_size = patch_size
+        self._init_train_resolution(img_size, device=device)
+
+        if mixer == "s4nd":
+            mixer_layer = partial(
+                S4ND, ndim=2, d_state=d_state, kernel=kernel, bidirectional=True, channels=channels,
+                bandlimit=bandlimit, out_proj=mixer_out_proj, activation="gelu", **(s4nd_kwargs or {}),
+            )
+        else:
+            mixer_layer = partial(DepthwiseConvMixer, kernel_size=conv_kernel_size, out_proj=mixer_out_proj, **dd)
+        grid = tuple(max(s // p, 1) for s, p in zip(img_size, patch_size))
+        self.stem = PatchStem(in_chans, embed_dim, patch_size, stem_norm, norm_eps, **dd)
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.Sequential(*[
+            S4NDIsoBlock(embed_dim, mixer_layer, grid, mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate,
+                         drop_path=rates[i], norm_eps=norm_eps, **dd)
+            for i in range(depth)
+        ])
+        self.norm = LayerNormNd(embed_dim, eps=norm_eps, **dd)
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        reduction = max(patch_size)
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=reduction) for i in range(depth)]
+        self.head = ClassifierHeadNd(embed_dim, num_classes, global_pool, drop_rate=drop_rate, **dd)
+        self.grad_checkpointing = False
+        init_weights_outside(self, skip=(S4ND, DepthwiseConvMixer))
+
+    # -- timm interface ------------------------------------------------------------------------
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r"^stem", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return no_weight_decay_names(self)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Block outputs, ``(B, C, H, W)`` (``output_fmt="NCHW"``) or ``(B, H * W, C)`` (``"NLC"``).
+
+        Args:
+            indices: last ``n`` blocks if an int, these blocks if a list, all if ``None``.
+            norm: apply the final norm to every intermediate.
+            stop_early: stop after the last requested block.
+            intermediates_only: return only the list of intermediates.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        x = self.stem(x)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
+        intermediates = []
+        for i, block in enumerate(blocks):
+            x = block(x)
+            if i in take_indices:
+                y = self.norm(x) if norm else x
+                intermediates.append(y.flatten(2).transpose(1, 2) if output_fmt == "NLC" else y)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: Union[int, List[int]] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the blocks after the last of ``indices`` (and the norm / head); returns kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_chans, H, W) -> (B, embed_dim, H / patch, W / patch)``."""
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# -- configs and entrypoints -------------------------------------------------------------------
+
+
+def _create_s4nd_isotropic(variant: str, pretrained: bool = False, **kwargs: Any) -> S4NDIsotropic:
+    return build_backbone(
+        S4NDIsotropic, variant, pretrained,
+        feature_cfg=dict(out_indices=3, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (14, 14), "min_input_size": (3, 16, 16),
+        "crop_pct": 0.9, "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "stem.proj", "classifier": "head.fc",
+        "license": "apache-2.0",
+        "paper_ids": ("arXiv:2210.06583", "arXiv:2010.11929"),
+        "paper_name": "S4ND: Modeling Images and Videos as Multidimensional Signals Using State Spaces",
+        "origin_url": "https://github.com/state-spaces/s4",
+        **kwargs,
+    }
+
+
+def _micro_cfg(model: str, **kwargs: Any) -> Dict[str, Any]:
+    return _cfg(
+        num_classes=10, input_size=(1, 14, 14), pool_size=(14, 14), min_input_size=None,
+        crop_pct=1.0, interpolation="bilinear", mean=MNIST_MEAN, std=MNIST_STD,
+        paper_ids=("arXiv:2210.06583",),
+        description=f"{model}: tiny isotropic model for 1-channel digits, trained in minutes on a CPU",
+        **kwargs,
+    )
+
+
+def _mnist_weights(model: str) -> Dict[str, Any]:
+    return dict(
+        file=zoo_file(f"{model}.mnist5k.safetensors"),
+        notes=("trained by s4vision on 4,000 MNIST digits at 14x14 (model zoo, see model_zoo/manifest.yaml)",),
+    )
+
+
+default_cfgs = generate_default_cfgs({
+    "s4nd_vit_tiny_patch16": _cfg(),
+    "s4nd_vit_small_patch16": _cfg(),
+    "s4nd_vit_base_patch16": _cfg(),
+    "s4nd_iso_micro.mnist5k": _micro_cfg("s4nd_iso_micro", **_mnist_weights("s4nd_iso_micro")),
+    "conv2d_iso_micro.mnist5k": _micro_cfg("conv2d_iso_micro", **_mnist_weights("conv2d_iso_micro")),
+})
+
+
+@register_model
+def s4nd_vit_tiny_patch16(pretrained: bool = False, **kwargs: Any) -> S4NDIsotropic:
+    model_args = dict(patch_size=16, embed_dim=192, depth=12)
+    return _create_s4nd_isotropic("s4nd_vit_tiny_patch16", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s4nd_vit_small_patch16(pretrained: bool = False, **kwargs: Any) -> S4NDIsotropic:
+    model_args = dict(patch_size=16, embed_dim=384, depth=12)
+    return _create_s4nd_isotropic("s4nd_vit_small_patch16", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s4nd_vit_base_patch16(pretrained: bool = False, **kwargs: Any) -> S4NDIsotropic:
+    model_args = dict(patch_size=16, embed_dim=768, depth=12)
+    return _create_s4nd_isotropic("s4nd_vit_base_patch16", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+_MICRO_ARGS = dict(
+    patch_size=1, embed_dim=64, depth=4, mlp_ratio=0.0, d_state=32, channels=1, bandlimit=0.2,
+    mixer_out_proj="glu", stem_norm=True, proj_drop_rate=0.1,
+)
+
+
+@register_model
+def s4nd_iso_micro(pretrained: bool = False, **kwargs: Any) -> S4NDIsotropic:
+    """Isotropic S4ND for 1-channel digits (default 14x14), resolution-agnostic end to end."""
+    model_args = dict(_MICRO_ARGS, mixer="s4nd")
+    return _create_s4nd_isotropic("s4nd_iso_micro", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def conv2d_iso_micro(pretrained: bool = False, **kwargs: Any) -> S4NDIsotropic:
+    """``s4nd_iso_micro`` with a 5x5 depthwise convolution in place of each S4ND kernel."""
+    model_args = dict(_MICRO_ARGS, mixer="conv", conv_kernel_size=5)
+    return _create_s4nd_isotropic("conv2d_iso_micro", pretrained=pretrained, **dict(model_args, **kwargs))

@@ -1,0 +1,322 @@
+"""Depthwise N-d convolution with a separable kernel, one axis at a time.
+
+A separable kernel is a sum of ``R`` outer products of per-axis 1D kernels,
+``k[c, x_1, ..., x_N] = sum_r k_1[r, c, x_1] * ... * k_N[r, c, x_N]`` (S4ND kernels have this
+form, with ``R`` its ``channels``). Instead of one zero-padded N-d FFT, the convolution can run
+as ``R`` passes of ``N`` successive 1D convolutions, each along one axis, by either
+
+* ``"toeplitz"``: the axis as a per-channel ``(L, L)`` Toeplitz matrix applied with a batched
+  matmul. ``L`` multiply-adds per output sample, but at GEMM speed: the fastest path for the
+  short axes of vision feature maps (up to ~100 samples).
+* ``"fft"``: a 1D zero-padded FFT convolution along the axis, ``O(log L)`` per sample.
+
+or as ``"fft_nd"``: one N-d FFT whose kernel spectrum is built from the per-axis spectra
+(cost independent of ``R``). :func:`choose_separable_path` picks per shape with a small cost
+model. Every path computes the same zero-padded linear convolution as
+:func:`s4vision.ops.fft_conv_nd` on :func:`separable_kernel`; all run in fp32 (fp64 for fp64
+inputs) even under autocast.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple, Union
+
+import torch
+
+from .fftconv import next_fast_len
+
+__all__ = [
+    "SEPARABLE_PATHS",
+    "separable_kernel",
+    "toeplitz_matrix",
+    "conv_along_axis",
+    "choose_separable_path",
+    "separable_conv_nd",
+]
+
+SEPARABLE_PATHS = ("auto", "toeplitz", "fft", "fft_nd")
+_AXIS_METHODS = ("toeplitz", "fft")
+
+# Cost model per output sample, in units of one Toeplitz tap (a GEMM multiply-add), forward +
+# backward. Measured on the 2-core development CPU (torch 2.x, pocketfft, fp32): a Toeplitz pass
+# costs ~L units; a 1D FFT pass costs about the same at any length, ~600 units along the last
+# axis and ~1.7x that along a strided one (the crossover is L ~ 500); the N-d FFT costs ~1200
+# units per sample of its zero-padded volume.
+_FFT_AXIS_COST = 600.0
+_FFT_STRIDED_FACTOR = 1.7
+_FFT_ND_COST = 1200.0
+# Extra cost of each additional rank of the kernel (expanding the input, reducing the output).
+_RANK_OVERHEAD = 4.0
+
+PathSpec = Union[str, Tuple[str, ...]]
+
+
+def _as_rank3(kernels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    if isinstance(kernels, torch.Tensor) or not len(kernels):
+        raise TypeError("kernels must be a non-empty sequence of per-axis kernel tensors")
+    out = []
+    for a, k in enumerate(kernels):
+        if not isinstance(k, torch.Tensor):
+            raise TypeError(f"kernels[{a}] must be a torch.Tensor, got {type(k).__name__}")
+        if k.is_complex():
+            raise TypeError(f"kernels[{a}] must be real, got dtype {k.dtype}")
+        if k.ndim == 2:
+            k = k.unsqueeze(0)
+        if k.ndim != 3:
+            raise ValueError(f"kernels[{a}] must be (C, K) or (R, C, K), got shape {tuple(k.shape)}")
+        if k.shape[-1] % 2 == 0:
+            raise ValueError(f"kernels[{a}] needs an odd length, got K={k.shape[-1]}")
+        out.append(k)
+    ranks = {k.shape[0] for k in out}
+    chans = {k.shape[1] for k in out}
+    if len(ranks) != 1 or len(chans) != 1:
+        raise ValueError(
+            f"per-axis kernels disagree on (R, C): {[tuple(k.shape[:2]) for k in out]}"
+        )
+    return out
+
+
+def separable_kernel(kernels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Dense N-d kernel ``(C, K_1, ..., K_N)`` from per-axis factors.
+
+    Args:
+        kernels: ``N`` tensors, each ``(C, K_a)`` (one outer product) or ``(R, C, K_a)`` (a sum
+            of ``R`` outer products).
+    """
+    ks = _as_rank3(kernels)
+    nd = len(ks)
+    dense = None
+    for a, k in enumerate(ks):
+        shape = [k.shape[0], k.shape[1]] + [1] * nd
+        shape[2 + a] = k.shape[-1]
+        factor = k.reshape(shape)
+        dense = factor if dense is None else dense * factor
+    return dense.sum(0)
+
+
+def _fit_kernel(k: torch.Tensor, length: int) -> torch.Tensor:
+    """Crop a centred odd kernel to at most ``2 * length - 1`` taps (the rest never meets the input)."""
+    K = k.shape[-1]
+    full = 2 * length - 1
+    if K <= full:
+        return k
+    start = (K - full) // 2
+    return k[..., start:start + full]
+
+
+def toeplitz_matrix(k: torch.Tensor, length: int) -> torch.Tensor:
+    """Matrix of a centred 1D convolution on ``length`` samples.
+
+    Args:
+        k: ``(..., K)`` centred kernel, ``K`` odd (any size; taps beyond ``length - 1`` from the
+            centre are dropped).
+        length: number of samples ``L``.
+
+    Returns:
+        ``(..., L, L)`` with ``T[..., i, j] = k[..., i - j + K // 2]`` (zero outside the
+        kernel), so ``T @ u`` is the zero-padded convolution of ``u``.
+    """
+    if k.shape[-1] % 2 == 0:
+        raise ValueError(f"toeplitz_matrix needs an odd kernel length, got K={k.shape[-1]}")
+    if length < 1:
+        raise ValueError(f"toeplitz_matrix needs a positive length, got {length}")
+    k = _fit_kernel(k, length)
+    pad = (2 * length - 1 - k.shape[-1]) // 2
+    if pad:
+        k = torch.nn.functional.pad(k, (pad, pad))
+    # Row i holds k[L-1+i-j] for j = 0..L-1: a sliding window of the padded kernel, reversed.
+    return k.unfold(-1, length, 1).flip(-1)
+
+
+def _toeplitz_along(u: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+    B, C = u.shape[:2]
+    L = u.shape[dim]
+    p = math.prod(u.shape[2:dim])
+    q = math.prod(u.shape[dim + 1:])
+    t = toeplitz_matrix(k, L)  # (C, L, L)
+    if q == 1:  # last axis: rows of u times T^T
+        y = u.reshape(B, C, p, L) @ t.transpose(-1, -2)
+    elif p == 1:  # first axis: T times the (L, q) slab
+        y = t @ u.reshape(B, C, L, q)
+    else:
+        y = t.unsqueeze(1) @ u.reshape(B, C, p, L, q)
+    return y.reshape(u.shape)
+
+
+def _toeplitz_all_axes(u: torch.Tensor, ks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Toeplitz matmuls along every spatial axis, batched over channels.
+
+    Works on a channels-first view ``(C, B, *S)`` so that each axis is one batched matmul of
+    ``C`` large GEMMs ``(rows, L) @ (L, L)`` (rather than ``B * C`` tiny ones): the axis is moved
+    last, every other index becomes a row.
+    """
+    C = u.shape[1]
+    x = u.transpose(0, 1)
+    for a in reversed(range(len(ks))):
+        d = 2 + a
+        L = x.shape[d]
+        t = toeplitz_matrix(ks[a], L)  # (C, L, L)
+        xa = x.movedim(d, -1)
+        y = xa.reshape(C, -1, L) @ t.transpose(-1, -2)
+        x = y.view(xa.shape).movedim(-1, d)
+    return x.transpose(0, 1)
+
+
+def _fft_along(u: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+    L = u.shape[dim]
+    k = _fit_kernel(k, L)
+    K = k.shape[-1]
+    n = next_fast_len(L + K - 1)
+    u_f = torch.fft.rfft(u, n=n, dim=dim)
+    k_f = torch.fft.rfft(k, n=n, dim=-1)  # (C, F)
+    k_f = k_f.reshape(k_f.shape[:1] + (1,) * (dim - 2) + k_f.shape[1:] + (1,) * (u.ndim - 1 - dim))
+    y = torch.fft.irfft(u_f * k_f, n=n, dim=dim)
+    return y.narrow(dim, K // 2, L)
+
+
+def _fft_nd(u: torch.Tensor, kernels: list[torch.Tensor]) -> torch.Tensor:
+    nd = len(kernels)
+    sizes = u.shape[2:]
+    kernels = [_fit_kernel(k, L) for k, L in zip(kernels, sizes)]
+    ns = [next_fast_len(L + k.shape[-1] - 1) for L, k in zip(sizes, kernels)]
+    spectrum = None
+    for a, (k, n) in enumerate(zip(kernels, ns)):
+        f = torch.fft.rfft(k, n=n) if a == nd - 1 else torch.fft.fft(k, n=n)  # (R, C, F_a)
+        shape = [f.shape[0], f.shape[1]] + [1] * nd
+        shape[2 + a] = f.shape[-1]
+        f = f.reshape(shape)
+        spectrum = f if spectrum is None else spectrum * f
+    spectrum = spectrum.sum(0)
+    dims = tuple(range(-nd, 0))
+    y = torch.fft.irfftn(torch.fft.rfftn(u, s=ns, dim=dims) * spectrum, s=ns, dim=dims)
+    index = [slice(None), slice(None)] + [slice(k.shape[-1] // 2, k.shape[-1] // 2 + L) for k, L in zip(kernels, sizes)]
+    return y[tuple(index)]
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def conv_along_axis(u: torch.Tensor, k: torch.Tensor, dim: int, method: str = "toeplitz") -> torch.Tensor:
+    """Depthwise centred 1D convolution along one spatial axis of ``u``.
+
+    Args:
+        u: ``(B, C, *S)``.
+        k: ``(C, K)`` centred kernel, ``K`` odd, any size.
+        dim: the spatial axis of ``u`` (``2 <= dim < u.ndim``, or negative).
+        method: ``"toeplitz"`` or ``"fft"``.
+
+    Returns:
+        ``(B, C, *S)`` in the promoted dtype of ``u`` and ``k``.
+    """
+    if method not in _AXIS_METHODS:
+        raise ValueError(f"method must be one of {_AXIS_METHODS}, got {method!r}")
+    if u.ndim < 3:
+        raise ValueError(f"conv_along_axis expects u of shape (B, C, *S), got {tuple(u.shape)}")
+    d = dim + u.ndim if dim < 0 else dim
+    if not 2 <= d < u.ndim:
+        raise ValueError(f"dim must name a spatial axis of u with shape {tuple(u.shape)}, got {dim}")
+    (k,) = _as_rank3([k])
+    if k.shape[0] != 1:
+        raise ValueError(f"conv_along_axis takes a (C, K) kernel, got {tuple(k.shape)}")
+    if k.shape[1] != u.shape[1]:
+        raise ValueError(f"conv_along_axis: k has {k.shape[1]} channels but u has {u.shape[1]}")
+    out_dtype = torch.promote_types(u.dtype, k.dtype)
+    dtype = _compute_dtype(u, k)
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        step = _toeplitz_along if method == "toeplitz" else _fft_along
+        return step(u.to(dtype), k[0].to(dtype), d).to(out_dtype)
+
+
+def _axis_costs(L: int, K: int, last: bool) -> dict[str, float]:
+    """Cost per output sample of one 1D pass along an axis of ``L`` samples."""
+    del K  # a Toeplitz pass costs L whatever the kernel; the FFT cost barely depends on length
+    fft = _FFT_AXIS_COST * (1.0 if last else _FFT_STRIDED_FACTOR)
+    return {"toeplitz": float(L), "fft": fft}
+
+
+def choose_separable_path(sizes: Sequence[int], ksizes: Sequence[int], rank: int = 1) -> PathSpec:
+    """Pick the cheapest way to convolve inputs of spatial size ``sizes`` with a separable kernel.
+
+    Args:
+        sizes: spatial sizes ``S``.
+        ksizes: per-axis kernel sizes ``K``.
+        rank: number ``R`` of outer products summed in the kernel.
+
+    Returns:
+        ``"fft_nd"``, or a tuple giving ``"toeplitz"`` or ``"fft"`` for each axis.
+    """
+    sizes, ksizes = tuple(sizes), tuple(ksizes)
+    if len(sizes) != len(ksizes) or not sizes:
+        raise ValueError(f"sizes {sizes} and ksizes {ksizes} must be non-empty and of equal length")
+    nd = len(sizes)
+    per_axis = [_axis_costs(L, K, a == nd - 1) for a, (L, K) in enumerate(zip(sizes, ksizes))]
+    methods = tuple(min(c, key=c.get) for c in per_axis)
+    separable = rank * sum(c[m] for c, m in zip(per_axis, methods)) + (rank - 1) * _RANK_OVERHEAD
+    ns = [next_fast_len(L + min(K, 2 * L - 1) - 1) for L, K in zip(sizes, ksizes)]
+    fft_nd = _FFT_ND_COST * math.prod(ns) / math.prod(sizes)
+    return "fft_nd" if fft_nd < separable else methods
+
+
+def separable_conv_nd(u: torch.Tensor, kernels: Sequence[torch.Tensor], path: PathSpec = "auto") -> torch.Tensor:
+    """Depthwise centred N-d convolution with a separable kernel (N = 1, 2 or 3).
+
+    Args:
+        u: ``(B, C, *S)``.
+        kernels: ``N`` per-axis factors, each ``(C, K_a)`` or ``(R, C, K_a)`` with odd ``K_a``
+            (any size, may exceed ``S_a``); the kernel is their sum of outer products,
+            :func:`separable_kernel`.
+        path: ``"auto"`` (:func:`choose_separable_path`), ``"toeplitz"``, ``"fft"``,
+            ``"fft_nd"``, or a tuple of ``"toeplitz"``/``"fft"``, one per axis.
+
+    Returns:
+        ``(B, C, *S)``, equal to ``fft_conv_nd(u, separable_kernel(kernels))``.
+    """
+    if not isinstance(u, torch.Tensor):
+        raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}")
+    ks = _as_rank3(kernels)
+    nd = len(ks)
+    if nd not in (1, 2, 3):
+        raise ValueError(f"separable_conv_nd supports 1 to 3 axes, got {nd} kernels")
+    if u.ndim != nd + 2:
+        raise ValueError(f"{nd} per-axis kernels need u of shape (B, C, *S) with rank {nd + 2}, got {tuple(u.shape)}")
+    R, C = ks[0].shape[:2]
+    if u.shape[1] != C:
+        raise ValueError(f"separable_conv_nd: kernels have {C} channels but u has {u.shape[1]}")
+    if min(u.shape[2:]) == 0:
+        raise ValueError(f"separable_conv_nd needs non-empty inputs, got {tuple(u.shape)}")
+    if path == "auto":
+        path = choose_separable_path(u.shape[2:], [k.shape[-1] for k in ks], R)
+    elif isinstance(path, str):
+        if path not in SEPARABLE_PATHS:
+            raise ValueError(f"path must be one of {SEPARABLE_PATHS} or a per-axis tuple, got {path!r}")
+        if path != "fft_nd":
+            path = (path,) * nd
+    else:
+        path = tuple(path)
+        if len(path) != nd or any(m not in _AXIS_METHODS for m in path):
+            raise ValueError(f"a per-axis path needs {nd} entries from {_AXIS_METHODS}, got {path!r}")
+
+    out_dtype = torch.promote_types(u.dtype, ks[0].dtype)
+    dtype = _compute_dtype(u, *ks)
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        u = u.to(dtype)
+        ks = [k.to(dtype) for k in ks]
+        if path == "fft_nd":
+            return _fft_nd(u, ks).to(out_dtype)
+        B = u.shape[0]
+        S = u.shape[2:]
+        if R > 1:  # one pass per rank: fold R into the channels
+            u = u.unsqueeze(2).expand(B, C, R, *S).reshape(B, C * R, *S)
+            ks = [k.transpose(0, 1).reshape(C * R, -1) for k in ks]
+        else:
+            ks = [k[0] for k in ks]
+        if all(m == "toeplitz" for m in path):
+            u = _toeplitz_all_axes(u, ks)
+        else:
+            for a, method in enumerate(path):
+                step = _toeplitz_along if method == "toeplitz" else _fft_along
+                u = step(u, ks[a], 2 + a)
+        if R > 1:
+            u = u.reshape(B, C, R, *S).sum(2)
+        return u.to(out_dtype)

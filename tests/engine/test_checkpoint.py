@@ -1,0 +1,79 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from s4vision.engine.checkpoint import (
+    CheckpointManager,
+    capture_rng_state,
+    load_model_weights,
+    read_model_metadata,
+    restore_rng_state,
+    save_model_file,
+)
+
+
+def _net(width=4):
+    torch.manual_seed(width)
+    return nn.Sequential(nn.Linear(3, width), nn.ReLU(), nn.Linear(width, 2))
+
+
+def test_model_file_round_trip_is_exact(tmp_path):
+    src, dst = _net(), _net()
+    dst[0].weight.data.zero_()
+    path = save_model_file(tmp_path / "m.safetensors", src.state_dict(), {"arch": "mlp", "train_resolution": 14},
+                           sidecar={"note": "hello"})
+    meta = load_model_weights(dst, path, arch="mlp")
+    assert meta == {"arch": "mlp", "train_resolution": 14} == read_model_metadata(path)
+    for a, b in zip(src.state_dict().values(), dst.state_dict().values()):
+        assert torch.equal(a, b)
+    assert "hello" in (tmp_path / "m.yaml").read_text()
+    assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed away
+
+
+def test_tied_weights_can_be_saved(tmp_path):
+    net = _net()
+    net[2].weight = nn.Parameter(net[0].weight[:2].clone())
+    state = net.state_dict()
+    state["alias"] = state["0.weight"]  # shares storage
+    save_model_file(tmp_path / "t.safetensors", state, {})
+
+
+def test_another_architecture_is_refused_with_both_names(tmp_path):
+    path = save_model_file(tmp_path / "m.safetensors", _net().state_dict(), {"arch": "mlp"})
+    with pytest.raises(ValueError, match="holds a 'mlp' model, not 'resnet'"):
+        load_model_weights(_net(), path, arch="resnet")
+    with pytest.raises(ValueError, match="does not fit.*mis-shaped"):
+        load_model_weights(_net(width=5), path)
+    with pytest.raises(ValueError, match="does not fit.*missing"):
+        load_model_weights(nn.Sequential(*_net(), nn.Linear(2, 2)), path)
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        read_model_metadata(tmp_path / "nope.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        read_model_metadata(tmp_path / "junk.safetensors")
+
+
+def test_manager_keeps_the_newest_complete_checkpoints(tmp_path):
+    manager = CheckpointManager(tmp_path, keep=2)
+    for step in (5, 10, 15):
+        manager.save(step, _net().state_dict(), {"arch": "mlp"}, {"global_step": step})
+    assert [p.name for p in manager.checkpoints()] == ["step_00000010", "step_00000015"]
+    # a checkpoint torn by a crash (still under its temporary name) is never picked
+    torn = tmp_path / ".tmp-step_00000020"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"")
+    assert manager.latest().name == "step_00000015"
+    _, ema, state = CheckpointManager.load(manager.latest())
+    assert ema is None and state == {"global_step": 15}
+
+
+def test_rng_state_round_trip():
+    state = capture_rng_state()
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.rand(10), random.random(), np.random.rand()
+    restore_rng_state(state)
+    got = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:]

@@ -1,0 +1,90 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from s4vision.ops import fft_conv_nd
+
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def direct_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The same centred depthwise convolution with torch's direct convolution."""
+    nd = k.ndim - 1
+    spatial = tuple(range(1, nd + 1))
+    return CONV[nd](u, k.flip(spatial)[:, None], padding=[s // 2 for s in k.shape[1:]], groups=k.shape[0])
+
+
+CASES = [
+    ((7,), (3,)),
+    ((16,), (31,)),  # global kernel, 2L - 1
+    ((5,), (13,)),  # kernel larger than the whole global extent
+    ((6, 9), (3, 5)),
+    ((8, 8), (15, 15)),
+    ((5, 4), (11, 9)),  # larger than the input on both axes
+    ((1, 6), (3, 1)),
+    ((4, 5, 6), (3, 3, 3)),
+    ((4, 3, 5), (7, 9, 5)),
+]
+
+
+@pytest.mark.parametrize("sizes,ksizes", CASES)
+def test_matches_direct_convolution(sizes, ksizes):
+    u = torch.randn(2, 3, *sizes, dtype=torch.float64)
+    k = torch.randn(3, *ksizes, dtype=torch.float64)
+    torch.testing.assert_close(fft_conv_nd(u, k), direct_conv(u, k))
+
+
+def test_is_not_circular():
+    # A delta at the last sample must not wrap around to the start.
+    u = torch.zeros(1, 1, 8, dtype=torch.float64)
+    u[..., -1] = 1
+    k = torch.ones(1, 15, dtype=torch.float64)
+    y = fft_conv_nd(u, k)
+    torch.testing.assert_close(y, torch.ones_like(y))
+    k = torch.zeros(1, 5, dtype=torch.float64)
+    k[0, 4] = 1  # shift by +2
+    y = fft_conv_nd(u, k)
+    assert y.abs().max() < 1e-12
+
+
+def test_float32_and_gradients():
+    u = torch.randn(2, 4, 6, 7, requires_grad=True)
+    k = torch.randn(4, 5, 9, requires_grad=True)
+    y = fft_conv_nd(u, k)
+    assert y.dtype == torch.float32
+    g = torch.randn_like(y)
+    gu, gk = torch.autograd.grad(y, (u, k), g)
+    ref = direct_conv(u, k)
+    ru, rk = torch.autograd.grad(ref, (u, k), g)
+    torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gu, ru, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(gk, rk, atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_autocast_runs_in_fp32():
+    u = torch.randn(1, 2, 8, 8)
+    k = torch.randn(2, 15, 15)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = fft_conv_nd(u.bfloat16(), k)
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    torch.testing.assert_close(y, direct_conv(u.bfloat16().float(), k), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "u_shape,k_shape,match",
+    [
+        ((1, 2, 5, 5), (2, 4, 3), "odd"),
+        ((1, 2, 5, 5), (2, 3), "rank"),
+        ((1, 3, 5, 5), (2, 3, 3), "channels"),
+        ((1, 2, 5, 5, 5, 5), (2, 3, 3, 3, 3), "1 to 3"),
+        ((1, 2, 0, 5), (2, 3, 3), "non-empty"),
+    ],
+)
+def test_errors(u_shape, k_shape, match):
+    with pytest.raises(ValueError, match=match):
+        fft_conv_nd(torch.randn(u_shape), torch.randn(k_shape))
+
+
+def test_rejects_complex():
+    with pytest.raises(TypeError, match="real"):
+        fft_conv_nd(torch.randn(1, 2, 5, dtype=torch.complex64), torch.randn(2, 3))

@@ -1,0 +1,139 @@
+import pytest
+import torch
+
+from s4vision.ops import fft_conv_nd
+from s4vision.ops.separable import (
+    choose_separable_path,
+    conv_along_axis,
+    separable_conv_nd,
+    separable_kernel,
+    toeplitz_matrix,
+)
+
+PATHS = ["toeplitz", "fft", "fft_nd", "auto"]
+CASES = [
+    # (spatial sizes, per-axis kernel sizes)
+    ((9,), (17,)),  # global
+    ((6,), (3,)),  # short kernel
+    ((4,), (21,)),  # kernel larger than the global extent
+    ((1,), (5,)),  # single sample
+    ((7, 10), (13, 19)),
+    ((5, 8), (3, 27)),
+    ((12, 1), (23, 1)),
+    ((3, 4, 5), (5, 7, 9)),
+    ((4, 2, 3), (3, 9, 1)),
+]
+
+
+def factors(ksizes, rank, channels=3):
+    return [torch.randn(rank, channels, K, dtype=torch.float64) for K in ksizes]
+
+
+def test_separable_kernel_is_sum_of_outer_products():
+    ks = factors((3, 5, 7), rank=2)
+    dense = separable_kernel(ks)
+    ref = sum(torch.einsum("ci,cj,ck->cijk", ks[0][r], ks[1][r], ks[2][r]) for r in range(2))
+    torch.testing.assert_close(dense, ref)
+    torch.testing.assert_close(separable_kernel([k[0] for k in ks]), torch.einsum("ci,cj,ck->cijk", *[k[0] for k in ks]))
+
+
+@pytest.mark.parametrize("sizes,ksizes", CASES)
+@pytest.mark.parametrize("rank", [1, 3])
+@pytest.mark.parametrize("path", PATHS)
+def test_paths_match_fft_conv_nd(sizes, ksizes, rank, path):
+    u = torch.randn(2, 3, *sizes, dtype=torch.float64)
+    ks = factors(ksizes, rank)
+    ref = fft_conv_nd(u, separable_kernel(ks))
+    torch.testing.assert_close(separable_conv_nd(u, ks, path=path), ref)
+
+
+def test_mixed_per_axis_path_and_rank1_factors():
+    u = torch.randn(2, 3, 6, 11, dtype=torch.float64)
+    ks = [torch.randn(3, 11, dtype=torch.float64), torch.randn(3, 21, dtype=torch.float64)]
+    ref = fft_conv_nd(u, separable_kernel(ks))
+    for path in [("toeplitz", "fft"), ("fft", "toeplitz")]:
+        torch.testing.assert_close(separable_conv_nd(u, ks, path=path), ref)
+
+
+@pytest.mark.parametrize("path", ["toeplitz", "fft", "fft_nd"])
+def test_gradients_match_fft_conv_nd(path):
+    u = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    ks = [torch.randn(2, 3, K, dtype=torch.float64, requires_grad=True) for K in (9, 13)]
+    g = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    got = torch.autograd.grad(separable_conv_nd(u, ks, path=path), [u, *ks], g)
+    ref = torch.autograd.grad(fft_conv_nd(u, separable_kernel(ks)), [u, *ks], g)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_toeplitz_matrix_against_loop():
+    k = torch.randn(2, 7, dtype=torch.float64)
+    L = 5
+    T = toeplitz_matrix(k, L)
+    ref = torch.zeros(2, L, L, dtype=torch.float64)
+    for i in range(L):
+        for j in range(L):
+            if 0 <= i - j + 3 < 7:
+                ref[:, i, j] = k[:, i - j + 3]
+    torch.testing.assert_close(T, ref)
+    # A kernel longer than 2L - 1 is cropped; a shorter one zero-padded.
+    torch.testing.assert_close(toeplitz_matrix(torch.nn.functional.pad(k, (4, 4)), L), ref)
+    torch.testing.assert_close(toeplitz_matrix(k, 9)[:, 2:7, 2:7], ref)
+
+
+@pytest.mark.parametrize("method", ["toeplitz", "fft"])
+@pytest.mark.parametrize("dim", [2, 3, -1])
+def test_conv_along_axis(method, dim):
+    u = torch.randn(2, 3, 6, 4, 5, dtype=torch.float64)
+    k = torch.randn(3, 7, dtype=torch.float64)
+    ones = [torch.ones(3, 1, dtype=torch.float64)] * 3
+    d = dim % 5
+    ks = list(ones)
+    ks[d - 2] = k
+    torch.testing.assert_close(conv_along_axis(u, k, dim, method), fft_conv_nd(u, separable_kernel(ks)))
+
+
+def test_runs_in_fp32_under_autocast():
+    u = torch.randn(2, 4, 8, 8)
+    ks = [torch.randn(4, 15), torch.randn(4, 15)]
+    ref = fft_conv_nd(u, separable_kernel(ks))
+    for path in PATHS:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = separable_conv_nd(u, ks, path=path)
+        assert y.dtype == torch.float32
+        torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_cost_model_choices():
+    # Short axes of vision feature maps: Toeplitz; long axes: FFT; the model is deterministic.
+    assert choose_separable_path((32, 32), (63, 63)) == ("toeplitz", "toeplitz")
+    assert choose_separable_path((56, 56), (111, 111)) == ("toeplitz", "toeplitz")
+    assert choose_separable_path((4096,), (8191,)) in ("fft_nd", ("fft",))
+    assert choose_separable_path((8, 1024), (15, 2047)) == ("toeplitz", "fft")
+    # Many ranks: one N-d FFT beats rank-many separable passes.
+    assert choose_separable_path((256, 256), (511, 511), rank=64) == "fft_nd"
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(u=(1, 3, 5, 5), ks=[(3, 4), (3, 3)]), ValueError, "odd"),
+        (dict(u=(1, 3, 5, 5), ks=[(3, 3)]), ValueError, "rank 3"),
+        (dict(u=(1, 2, 5, 5), ks=[(3, 3), (3, 3)]), ValueError, "channels"),
+        (dict(u=(1, 3, 5, 5), ks=[(2, 3, 3), (1, 3, 3)]), ValueError, "disagree"),
+        (dict(u=(1, 3, 5, 5), ks=[(3, 3), (3, 3)], path="dense"), ValueError, "path"),
+        (dict(u=(1, 3, 5, 5), ks=[(3, 3), (3, 3)], path=("fft",)), ValueError, "per-axis"),
+    ],
+)
+def test_errors(kwargs, error, match):
+    u = torch.randn(kwargs["u"])
+    ks = [torch.randn(s) for s in kwargs["ks"]]
+    with pytest.raises(error, match=match):
+        separable_conv_nd(u, ks, path=kwargs.get("path", "auto"))
+
+
+def test_type_errors():
+    with pytest.raises(TypeError):
+        separable_conv_nd(torch.randn(1, 3, 5), torch.randn(3, 3))
+    with pytest.raises(TypeError, match="real"):
+        separable_conv_nd(torch.randn(1, 3, 5), [torch.randn(3, 3, dtype=torch.complex64)])

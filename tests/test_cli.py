@@ -1,0 +1,144 @@
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "engine"))
+import _tiny  # noqa: E402  (registers the tiny test model with timm)
+
+from s4vision.cli import main  # noqa: E402
+
+TINY_CONFIG = f"""
+model: {{name: {_tiny.TINY}}}
+data: {{dataset: digits, resolution: 8, batch_size: 64}}
+optim: {{lr: 0.01}}
+train: {{epochs: 1, max_steps: 4, progress: false, threads: 1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(TINY_CONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert main(["train", str(tiny_config), f"train.output_dir={out}"]) == 0
+    return out / "model.safetensors"
+
+
+def _error(capsys, argv):
+    """Run the CLI expecting a usage error; return the single stderr line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv", [[], ["train"], ["eval"], ["sweep"], ["models"], ["video"],
+                                  ["video", "extract-features"], ["video", "make-benchmark"]])
+def test_help_has_examples(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "usage: s4vision" in out
+    if not argv:
+        for command in ("train", "eval", "sweep", "models", "video"):
+            assert command in out
+
+
+def test_train_then_eval(capsys, tiny_checkpoint, tmp_path):
+    assert tiny_checkpoint.is_file()
+    out_json = tmp_path / "acc.json"
+    assert main(["eval", str(tiny_checkpoint), "--resolutions", "6", "8", "16", "--no-progress",
+                 "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert f"{_tiny.TINY} on digits/test, trained at 8px" in out
+    for res in ("6px", "8px", "16px"):
+        assert res in out
+    summary = json.loads(out_json.read_text())
+    assert set(summary["results"]) == {"6", "8", "16"} and summary["results"]["8"]["count"] == 360
+    # a run directory works as well as the file
+    assert main(["eval", str(tiny_checkpoint.parent), "--resolutions", "8", "--no-progress"]) == 0
+
+
+def test_unknown_model(capsys, tiny_config, tmp_path):
+    line = _error(capsys, ["train", str(tiny_config), "model.name=s4nd_nope", f"train.output_dir={tmp_path}"])
+    assert "unknown model 's4nd_nope'" in line and "s4vision models:" in line
+
+
+def test_unknown_dataset(capsys, tiny_config, tmp_path):
+    line = _error(capsys, ["train", str(tiny_config), "data.dataset=mnist6k", f"train.output_dir={tmp_path}"])
+    assert "unknown dataset 'mnist6k'" in line and "mnist5k, digits, imagefolder" in line
+
+
+def test_unknown_config_key(capsys, tiny_config):
+    line = _error(capsys, ["train", str(tiny_config), "optim.learning_rate=0.1"])
+    assert "unknown config key 'optim.learning_rate'" in line and "lr, ssm_lr, weight_decay" in line
+
+
+def test_missing_config(capsys):
+    assert "config file not found: nowhere.yaml" in _error(capsys, ["train", "nowhere.yaml"])
+
+
+def test_resolution_below_model_minimum(capsys, tiny_checkpoint):
+    line = _error(capsys, ["eval", str(tiny_checkpoint), "--resolutions", "4", "8"])
+    assert f"resolution 4 is below the minimum {_tiny.MIN_SIZE}" in line and _tiny.TINY in line
+
+
+def test_image_folder_without_images(capsys, tiny_config, tmp_path):
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    line = _error(capsys, ["train", str(tiny_config), "data.dataset=imagefolder", f"data.root={tmp_path / 'images'}",
+                           f"train.output_dir={tmp_path / 'run'}"])
+    assert "contains no images" in line and "images" in line
+
+
+def test_checkpoint_of_another_architecture(capsys, tiny_checkpoint, tiny_config, tmp_path):
+    line = _error(capsys, ["eval", str(tiny_checkpoint), "--model", "resnet10t", "--resolutions", "8"])
+    assert f"holds a '{_tiny.TINY}' model, not 'resnet10t'" in line
+    line = _error(capsys, ["train", str(tiny_config), "model.name=resnet10t", f"model.checkpoint={tiny_checkpoint}",
+                           f"train.output_dir={tmp_path}"])
+    assert f"holds a '{_tiny.TINY}' model, not 'resnet10t'" in line
+
+
+def test_missing_checkpoint(capsys, tmp_path):
+    line = _error(capsys, ["eval", str(tmp_path / "gone.safetensors"), "--resolutions", "8"])
+    assert "checkpoint file not found" in line and "gone.safetensors" in line
+
+
+def test_models_lists_registered_models(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["model", "params", "pretrained"]
+    assert _tiny.TINY not in out  # only s4vision's own models
+    for name in ("s4nd_iso_micro", "conv2d_iso_micro", "ccnn_micro"):
+        assert name in out
+
+
+def test_video_commands_forward_their_arguments(capsys, monkeypatch, tmp_path):
+    import s4vision.data.video_benchmark as video_benchmark
+    import s4vision.engine.features as features
+
+    calls = []
+    monkeypatch.setattr(video_benchmark, "make_benchmark",
+                        lambda *a, **k: calls.append(("bench", a, k)) or tmp_path / "x.csv")
+    monkeypatch.setattr(features, "extract_features",
+                        lambda *a, **k: calls.append(("feats", a, k)) or tmp_path / "index.json")
+    assert main(["video", "make-benchmark", "out", "--num-videos", "3", "--num-frames", "40", "--fps", "4",
+                 "--size", "32", "--head-seconds", "1.5", "--seed", "2", "--split", "train", "test"]) == 0
+    assert main(["video", "extract-features", "ann.csv", "feats", "--model", "resnet18", "--num-frames", "8",
+                 "--batch-size", "4", "--tokens", "--size", "64", "48", "--no-resume"]) == 0
+    bench_train, bench_test, feats = calls
+    assert bench_train[1] == ("out", 3, 40) and bench_test[2]["split"] == "test"
+    assert bench_train[2] == {"fps": 4.0, "size": 32, "head_seconds": 1.5, "seed": 2, "split": "train"}
+    assert feats[1] == ("ann.csv", "feats")
+    assert feats[2] == {"model": "resnet18", "num_frames": 8, "fps": None, "batch_size": 4, "tokens": True,
+                        "pretrained": False, "checkpoint": None, "size": (64, 48), "device": "cpu", "resume": False}
+    assert "index.json" in capsys.readouterr().out

@@ -7,9 +7,10 @@ parameters) of:
 - ``dwconv7x7``: ``F.conv2d`` depthwise with a 7x7 kernel (the ConvNeXt token mixer).
 - ``dwconv_global``: ``F.conv2d`` depthwise with a ``(2H-1) x (2W-1)`` kernel, the extent of
   the S4ND / FlexConv kernels (very slow: fewer repeats, see ``--global-repeats``).
-- ``s4nd_<kernel>``: the spatial mixing of ``S4ND(out_proj=False)``: per-axis kernel
-  generation from the SSM parameters, the separable convolution (path chosen by the cost
-  model, printed) and the ``D`` skip. ``s4nd_<kernel>[<path>]`` rows force one path.
+- ``s4nd_<kernel>[_<disc>]``: the spatial mixing of ``S4ND(out_proj=False)``: per-axis
+  kernel generation from the SSM parameters (ZOH unless a discretisation is named), the
+  separable convolution (path chosen by the cost model, printed) and the ``D`` skip.
+  ``s4nd_<kernel>[<path>]`` rows force one path.
 - ``pointwise``: the ``C -> C`` pointwise projection that ``S4ND(out_proj=True)`` adds
   (the same as ConvNeXt's, so it is reported on its own rather than in either row).
 - ``flexconv_<net>``: ``FlexConv(separable=False)``: kernel net on the ``(2H-1) x (2W-1)``
@@ -61,13 +62,17 @@ def build_methods(shape, args) -> Dict[str, Callable[[], None]]:
         "dwconv7x7": training_step(depthwise(torch.randn(C, 1, 7, 7, requires_grad=True), 3), x, grad),
         "dwconv_global": training_step(depthwise(torch.randn(C, 1, 2 * H - 1, 2 * W - 1, requires_grad=True), H - 1), x, grad),
     }
-    for kernel in args.kernels:
-        layer = S4ND(C, 2, d_state=args.d_state, kernel=kernel, out_proj=False, l_max=(H, W))
-        methods[f"s4nd_{kernel}"] = training_step(layer, x, grad)
+    for spec in args.kernels:
+        kernel, _, disc = spec.partition(":")
+        disc = disc or "zoh"
+        name = f"s4nd_{kernel}" + (f"_{disc}" if disc != "zoh" else "")
+        layer = S4ND(C, 2, d_state=args.d_state, kernel=kernel, disc=disc, out_proj=False, l_max=(H, W))
+        methods[name] = training_step(layer, x, grad)
         for path in args.paths:
-            forced = S4ND(C, 2, d_state=args.d_state, kernel=kernel, out_proj=False, l_max=(H, W), conv_path=path)
+            forced = S4ND(C, 2, d_state=args.d_state, kernel=kernel, disc=disc, out_proj=False, l_max=(H, W),
+                          conv_path=path)
             forced.load_state_dict(layer.state_dict())
-            methods[f"s4nd_{kernel}[{path}]"] = training_step(forced, x, grad)
+            methods[f"{name}[{path}]"] = training_step(forced, x, grad)
     pointwise = torch.nn.Conv2d(C, C, 1)
     methods["pointwise"] = training_step(pointwise, x, grad)
     for net in args.nets:
@@ -94,7 +99,8 @@ def time_methods(methods: Dict[str, Callable[[], None]], rounds: int, slow: Dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help="B,C,H,W")
-    parser.add_argument("--kernels", nargs="+", default=["s4d", "s4"])
+    parser.add_argument("--kernels", nargs="+", default=["s4d", "s4", "s4:bilinear"],
+                        help="S4ND kernels, optionally with a discretisation: s4d, s4, s4:bilinear")
     parser.add_argument("--paths", nargs="*", default=["toeplitz", "fft", "fft_nd"],
                         help="separable paths also timed one by one for S4ND")
     parser.add_argument("--nets", nargs="+", default=["magnet", "siren", "mlp", "gabor"])

@@ -107,24 +107,20 @@ def resolve_frame_size(native_hw: tuple[int, int], size: SizeArg) -> tuple[int, 
 
 
 def _check_indices(indices, num_frames: int, path: str) -> np.ndarray:
+    if isinstance(indices, (int, np.integer)):
+        raise TypeError("get_frames expects a sequence of frame indices, got a single int; wrap it in a list")
     if isinstance(indices, torch.Tensor):
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise TypeError(f"frame indices must be integers, got a tensor of dtype {indices.dtype}")
         array = indices.detach().cpu().numpy()
     else:
-        if isinstance(indices, (int, np.integer)):
-            raise TypeError("get_frames expects a sequence of frame indices, got a single int; wrap it in a list")
-        array = np.asarray(list(indices))
-        if array.size and array.dtype.kind not in "iu":
-            raise TypeError(f"frame indices must be integers, got {list(indices)[:5]}...")
-    array = array.astype(np.int64).reshape(-1) if array.size else np.zeros(0, np.int64)
+        array = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))
     if array.ndim != 1:
         raise ValueError(f"frame indices must be one-dimensional, got shape {array.shape}")
+    if array.size and array.dtype.kind not in "iu":
+        raise TypeError(f"frame indices must be integers, got dtype {array.dtype}")
+    array = array.astype(np.int64)
     bad = array[(array < 0) | (array >= num_frames)]
     if bad.size:
-        raise IndexError(
-            f"frame index {int(bad[0])} out of range [0, {num_frames}) for video {path!r}"
-        )
+        raise IndexError(f"frame index {int(bad[0])} out of range [0, {num_frames}) for video {path!r}")
     return array
 
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..data.clips import UniformClipSampler, frame_span
 from ..data.video import PathLike, SizeArg, VideoDecodeError, VideoReader, check_size
 from ..data.video_dataset import VideoRecord, normalize_frames, read_annotations
+from ..models.vis4mer import frame_tokens
 
 __all__ = ["extract_features", "INDEX_NAME", "VIDEO_EXTENSIONS"]
 
@@ -78,19 +79,6 @@ def _create_model(model: str, pretrained: bool, checkpoint: PathLike | None, dev
     return net.eval().to(device)
 
 
-def _as_tokens(out: torch.Tensor, num_features: int) -> torch.Tensor:
-    """``forward_features`` output -> tokens ``(B, N, D)``: ViTs give ``(B, N, D)``,
-    CNNs ``(B, D, h, w)`` (or ``(B, h, w, D)`` for channels-last models)."""
-    if out.ndim == 3:
-        return out
-    if out.ndim == 4:
-        if out.shape[1] == num_features:
-            return out.flatten(2).transpose(1, 2)
-        if out.shape[-1] == num_features:
-            return out.flatten(1, 2)
-    raise ValueError(f"cannot read tokens from forward_features output of shape {tuple(out.shape)}")
-
-
 def _input_size(size: SizeArg, data_config: dict) -> SizeArg:
     if size is None:
         return tuple(data_config["input_size"][1:])
@@ -113,7 +101,7 @@ def _video_features(
         frames = reader.get_frames(indices[start:start + batch_size])
         x = normalize_frames(frames, mean, std).to(device)
         if tokens:
-            out = _as_tokens(net.forward_features(x), net.num_features)
+            out = frame_tokens(net, x)
         else:
             out = net(x)
         chunks.append(out.float().cpu())

@@ -3,6 +3,7 @@ from . import zoo
 from .ccnn import CCNN, CCNNBlock
 from .convnext_s4nd import S4NDConvNeXt, S4NDConvNeXtBlock, S4NDConvNeXtStage, inflate_convnext_2d_to_3d
 from .s4nd_isotropic import S4NDIsoBlock, S4NDIsotropic
+from .vis4mer import VideoClassifier, ViS4mer
 
 __all__ = [
     "zoo",
@@ -14,4 +15,6 @@ __all__ = [
     "inflate_convnext_2d_to_3d",
     "S4NDIsotropic",
     "S4NDIsoBlock",
+    "ViS4mer",
+    "VideoClassifier",
 ]

@@ -462,12 +462,15 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
     ) -> List[int]:
         """Drop the stages after the last of ``indices`` (and the head); returns the kept indices."""
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
         self.stages = self.stages[: max_index + 1]
-        if prune_norm:
+        if prune_norm or prune_end:
             self.norm_pre = nn.Identity()
-        if prune_head:
-            self.head.norm = nn.Identity()
-            self.reset_classifier(0, "")
+        if prune_head or prune_end:
+            # the head's norm is sized for the last stage: features now end earlier, so it goes too
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+            self.head = ClassifierHeadNd(self.num_features, 0, "")
+            self.num_classes = 0
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

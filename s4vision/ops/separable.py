@@ -7,7 +7,7 @@ as ``R`` passes of ``N`` successive 1D convolutions, each along one axis, by eit
 
 * ``"toeplitz"``: the axis as a per-channel ``(L, L)`` Toeplitz matrix applied with a batched
   matmul. ``L`` multiply-adds per output sample, but at GEMM speed: the fastest path for the
-  short axes of vision feature maps (up to ~100 samples).
+  short axes of vision feature maps (on CPU up to ~500 samples).
 * ``"fft"``: a 1D zero-padded FFT convolution along the axis, ``O(log L)`` per sample.
 
 or as ``"fft_nd"``: one N-d FFT whose kernel spectrum is built from the per-axis spectra

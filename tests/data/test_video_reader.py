@@ -211,6 +211,10 @@ def test_index_and_argument_errors(video):
             reader.get_frames([0.5])
         with pytest.raises(TypeError):
             reader.get_frames(3)
+        with pytest.raises(TypeError):
+            reader.get_frames(torch.tensor([True, False]))
+        with pytest.raises(ValueError, match="one-dimensional"):
+            reader.get_frames([[0, 1]])
     with pytest.raises(RuntimeError, match="closed"):
         reader.get_frames([0])
     with pytest.raises(ValueError, match="backend"):

@@ -10,7 +10,7 @@ parameters) of:
 - ``s4nd_<kernel>[_<disc>]``: the spatial mixing of ``S4ND(out_proj=False)``: per-axis
   kernel generation from the SSM parameters (ZOH unless a discretisation is named), the
   separable convolution (path chosen by the cost model, printed) and the ``D`` skip.
-  ``s4nd_<kernel>[<path>]`` rows force one path.
+  ``s4nd_<kernel>[<path>]`` rows force one path (for the first kernel of ``--kernels`` only).
 - ``pointwise``: the ``C -> C`` pointwise projection that ``S4ND(out_proj=True)`` adds
   (the same as ConvNeXt's, so it is reported on its own rather than in either row).
 - ``flexconv_<net>``: ``FlexConv(separable=False)``: kernel net on the ``(2H-1) x (2W-1)``
@@ -68,7 +68,7 @@ def build_methods(shape, args) -> Dict[str, Callable[[], None]]:
         name = f"s4nd_{kernel}" + (f"_{disc}" if disc != "zoh" else "")
         layer = S4ND(C, 2, d_state=args.d_state, kernel=kernel, disc=disc, out_proj=False, l_max=(H, W))
         methods[name] = training_step(layer, x, grad)
-        for path in args.paths:
+        for path in args.paths if spec == args.kernels[0] else ():
             forced = S4ND(C, 2, d_state=args.d_state, kernel=kernel, disc=disc, out_proj=False, l_max=(H, W),
                           conv_path=path)
             forced.load_state_dict(layer.state_dict())
@@ -102,10 +102,10 @@ def main() -> None:
     parser.add_argument("--kernels", nargs="+", default=["s4d", "s4", "s4:bilinear"],
                         help="S4ND kernels, optionally with a discretisation: s4d, s4, s4:bilinear")
     parser.add_argument("--paths", nargs="*", default=["toeplitz", "fft", "fft_nd"],
-                        help="separable paths also timed one by one for S4ND")
+                        help="separable paths also timed one by one, for the first S4ND kernel")
     parser.add_argument("--nets", nargs="+", default=["magnet", "siren", "mlp", "gabor"])
     parser.add_argument("--d-state", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--global-repeats", type=int, default=2, help="rounds for dwconv_global")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny shapes and few rounds")

@@ -214,10 +214,16 @@ class TrainResolutionMixin:
 
     def _init_train_resolution(self, size: Sequence[int], device=None) -> None:
         self.register_buffer("train_size", torch.tensor(list(size), dtype=torch.long, device=device))
+        self._built_size = tuple(int(s) for s in size)
 
     @property
     def train_resolution(self) -> Tuple[int, ...]:
-        """The input size ``(H, W)`` (or ``(T, H, W)``, ``(L,)``) the model is trained at."""
+        """The input size ``(H, W)`` (or ``(T, H, W)``, ``(L,)``) the model is trained at.
+
+        Read from the ``train_size`` buffer, so a loaded checkpoint's value wins (a model on the
+        meta device reports the size it was built for)."""
+        if self.train_size.is_meta:
+            return self._built_size
         return tuple(int(s) for s in self.train_size.tolist())
 
 

@@ -25,7 +25,7 @@ from timm.layers import DropPath
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..layers import FlexConv
+from ..layers import FlexConv, check_channels_first
 from .zoo import zoo_file
 from ._builder import (
     ClassifierHeadNd,
@@ -181,8 +181,8 @@ class CCNN(TrainResolutionMixin, nn.Module):
                 raise ValueError(f"num_frames is only for ndim=3, got num_frames={num_frames!r} with ndim=2")
             return spatial
         if ndim == 3:
-            if num_frames is None:
-                raise ValueError("a 3D CCNN needs num_frames (the training clip length)")
+            if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
+                raise ValueError(f"a 3D CCNN needs num_frames, the training clip length, got {num_frames!r}")
             return (int(num_frames),) + spatial
         raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
 
@@ -228,6 +228,7 @@ class CCNN(TrainResolutionMixin, nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW' (channels-first), got {output_fmt!r}")
+        check_channels_first(x, self.in_chans, self.ndim, "input")
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         x = self.stem(x)
         blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
@@ -257,6 +258,7 @@ class CCNN(TrainResolutionMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, *S) -> (B, hidden, *S)``."""
+        check_channels_first(x, self.in_chans, self.ndim, "input")
         x = self.stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(self.blocks, x)

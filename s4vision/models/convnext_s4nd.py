@@ -339,8 +339,8 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
             raise ValueError(f"downsample_type must be 's4nd' or 'conv', got {downsample_type!r}")
         spatial = to_ntuple(img_size, 2, "img_size")
         if ndim == 3:
-            if num_frames is None:
-                raise ValueError("a 3D S4NDConvNeXt needs num_frames (the training clip length)")
+            if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
+                raise ValueError(f"a 3D S4NDConvNeXt needs num_frames, the training clip length, got {num_frames!r}")
             grid = (int(num_frames),) + spatial
         else:
             if num_frames is not None:
@@ -439,6 +439,7 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW' (channels-first), got {output_fmt!r}")
+        check_channels_first(x, self.in_chans, self.ndim, "input")
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         intermediates = []
         x = self.stem(x)
@@ -475,6 +476,7 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, *S) -> (B, num_features, *S / stride)``."""
+        check_channels_first(x, self.in_chans, self.ndim, "input")
         x = self.stem(x)
         x = self.stages(x)
         return self.norm_pre(x)

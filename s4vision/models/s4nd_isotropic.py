@@ -32,7 +32,7 @@ from timm.layers import DropPath
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..layers import S4ND
+from ..layers import S4ND, check_channels_first
 from .zoo import zoo_file
 from ._builder import (
     ClassifierHeadNd,
@@ -265,6 +265,7 @@ class S4NDIsotropic(TrainResolutionMixin, nn.Module):
         """
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        check_channels_first(x, self.in_chans, 2, "input")
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         x = self.stem(x)
         blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
@@ -295,6 +296,7 @@ class S4NDIsotropic(TrainResolutionMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W) -> (B, embed_dim, H / patch, W / patch)``."""
+        check_channels_first(x, self.in_chans, 2, "input")
         x = self.stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(self.blocks, x)

@@ -10,6 +10,7 @@ import torch
 import timm
 from safetensors.torch import save_file
 from timm.models import group_parameters
+from timm.optim import param_groups_weight_decay
 
 import s4vision  # noqa: F401  (registers the models)
 from s4vision.kernels.ssm import SSMKernelBase
@@ -121,17 +122,16 @@ def test_parameter_counts(name, low, high):
     assert low <= _count(_meta_model(name)) <= high
 
 
-@pytest.mark.parametrize("name, clip, stem_out", [
-    ("s4nd_convnext_tiny", (), (96, 56, 56)),
-    ("s4nd_convnext_base", (), (128, 56, 56)),
-    ("s4nd_convnext3d_tiny", (16,), (96, 8, 56, 56)),
-    ("s4nd_vit_base_patch16", (), (768, 14, 14)),
-])
-def test_big_models_construct_on_meta(name, clip, stem_out):
+@pytest.mark.parametrize("name", ["s4nd_convnext_tiny", "s4nd_convnext_base", "s4nd_convnext3d_tiny",
+                                  "s4nd_vit_base_patch16"])
+def test_big_models_construct_on_meta(name):
+    """Built without memory; the config's pool size is the input size over the last reduction."""
     model = _meta_model(name)
     assert all(p.device.type == "meta" for p in model.parameters())
-    x = torch.empty(1, 3, *clip, 224, 224, device="meta")
-    assert tuple(model.stem(x).shape[1:]) == stem_out
+    cfg = model.pretrained_cfg
+    reduction = model.feature_info[-1]["reduction"]
+    assert tuple(cfg["pool_size"][-2:]) == tuple(s // reduction for s in cfg["input_size"][1:])
+    assert model.feature_info[-1]["num_chs"] == model.num_features == model.head_hidden_size
 
 
 # -- forward / backward ------------------------------------------------------------------------
@@ -275,11 +275,13 @@ def test_grad_checkpointing_changes_nothing(name):
     torch.manual_seed(0)
     model = _create(name, num_classes=3).train()
     x = _input(name, batch=2)
+    torch.manual_seed(1)  # same dropout masks in both passes
     y0 = model(x)
     y0.sum().backward()
     g0 = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     model.set_grad_checkpointing(True)
+    torch.manual_seed(1)
     y1 = model(x)
     y1.sum().backward()
     torch.testing.assert_close(y1, y0)
@@ -302,7 +304,7 @@ def test_no_weight_decay_names_ssm_params_norms_and_biases(name):
     decayed = set(params) - no_wd
     assert any(n.endswith("fc.weight") for n in decayed)  # the classifier is decayed
     # timm's optimiser factory puts exactly these into its no-decay group
-    groups = timm.optim.param_groups_weight_decay(model, 0.05, no_weight_decay_list=no_wd)
+    groups = param_groups_weight_decay(model, 0.05, no_weight_decay_list=no_wd)
     zero = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     assert zero == {id(params[n]) for n in no_wd}
 
@@ -407,7 +409,7 @@ def test_ccnn_other_dimensions(ndim, shape, args):
     ("s4nd_convnext_atto", dict(stem_type="conv"), "stem_type"),
     ("s4nd_convnext_atto", dict(downsample_type="pool"), "downsample_type"),
     ("s4nd_convnext_atto", dict(num_frames=8), "num_frames"),
-    ("s4nd_convnext3d_atto", dict(num_frames=None), "num_frames"),
+    ("s4nd_convnext3d_atto", dict(num_frames=0), "num_frames"),
     ("s4nd_convnext_atto", dict(img_size=(32, 32, 32)), "img_size"),
     ("s4nd_iso_micro", dict(mixer="attention"), "mixer"),
     ("ccnn_micro", dict(ndim=1), "seq_len"),

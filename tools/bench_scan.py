@@ -10,6 +10,8 @@ For each dtype and sequence length L, with ``--rows`` independent rows (batch x 
   ``assoc_scan+compile`` under ``torch.compile`` (compile time reported separately) unless
   ``--no-compile``. Skipped when this torch lacks it; failures are reported, not hidden.
 - ``triton``: the Triton kernel, CUDA only.
+- ``b.clone()``: allocating and writing an output of b's size, the floor under any out-of-place
+  scan (on some VMs the page faults of a fresh allocation are most of it).
 
 Reported: time, elements per second, speed-up over the loop, and the effective bandwidth
 (bytes of a and b read plus h written, divided by time) with, on a GPU, its fraction of the
@@ -158,6 +160,8 @@ def bench_one(method: str, a: torch.Tensor, b: torch.Tensor, args, device) -> di
         if steps < length:
             seconds *= length / steps
             record["note"] = f"extrapolated from {steps} steps"
+    elif method == "b.clone()":
+        seconds = time_call(b.clone, device, args.repeats)
     elif method in ("torch", "triton"):
         seconds = time_call(lambda: linear_scan(a, b, backend=method), device, args.repeats)
     else:  # assoc_scan, assoc_scan+compile
@@ -191,7 +195,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         global CLOCK
         CLOCK = time.process_time
     peak = peak_bandwidth(device, args.peak_gbs)
-    methods = ["loop", "torch", "assoc_scan"] + ([] if args.no_compile else ["assoc_scan+compile"])
+    methods = ["loop", "b.clone()", "torch", "assoc_scan"] + ([] if args.no_compile else ["assoc_scan+compile"])
     if device.type == "cuda":
         methods.append("triton")
 

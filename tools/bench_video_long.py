@@ -8,7 +8,9 @@
    benchmark (:func:`s4vision.data.make_benchmark`, label = first digit + last
    digit mod 10, distractor digits in between) as H.264 files and extracts
    per-frame features with :func:`s4vision.engine.extract_features` and the
-   frozen encoder (64-d per frame).
+   frozen encoder (64-d per frame). Every clip has ``--segments`` segments
+   (``head_seconds = T / (segments * fps)``), so the number of digits to sort
+   out stays the same while the time spans to integrate and bridge grow with T.
 3. Trains three heads with the same recipe on the cached features and reports
    the validation accuracy: temporal mean pooling + linear, a Transformer
    encoder (``nn.TransformerEncoder``, learned positions, class token) and
@@ -151,8 +153,8 @@ def clip_features(work: Path, T: int, split: str, clips: int, args, checkpoint: 
     data = work / f"T{T}"
     csv = data / f"{split}.csv"
     if not csv.exists():
-        make_benchmark(data, clips, T, fps=args.fps, size=args.size, head_seconds=args.head_seconds,
-                       seed=args.seed, split=split)
+        make_benchmark(data, clips, T, fps=args.fps, size=args.size, head_seconds=T / (args.segments * args.fps),
+                       seed=args.seed + T, split=split)
     index = extract_features(csv, work / f"features_T{T}_{split}", ENCODER, checkpoint=checkpoint,
                              size=args.size, batch_size=512)
     dataset = VideoFeatureDataset(index)
@@ -283,12 +285,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--train-clips", type=int, default=400)
-    parser.add_argument("--val-clips", type=int, default=200)
+    parser.add_argument("--val-clips", type=int, default=100)
     parser.add_argument("--size", type=int, default=32, help="frame size in pixels")
     parser.add_argument("--fps", type=float, default=8)
-    parser.add_argument("--head-seconds", type=float, default=2.0)
+    parser.add_argument("--segments", type=int, default=4,
+                        help="digits per clip: first, segments - 2 distractors, last")
     parser.add_argument("--encoder-seconds", type=float, default=60)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--d-model", type=int, default=64)

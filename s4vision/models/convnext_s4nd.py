@@ -496,73 +496,67 @@ def inflate_convnext_2d_to_3d(
     model_3d: S4NDConvNeXt,
     include_head: bool = True,
 ) -> Dict[str, torch.Tensor]:
-    """Initial weights for a 3D S4ND-ConvNeXt from a 2D checkpoint of the same width and depth.
+    """Initial weights for a 3D S4ND-ConvNeXt from a checkpoint of the 2D model of the same
+    width and depth (e.g. ``s4nd_convnext_tiny`` -> ``s4nd_convnext3d_tiny``).
 
-    * S4ND layers: the 3D layer's kernels for the ``(H, W)`` axes take the 2D layer's
-      parameters; its temporal kernel keeps ``model_3d``'s own (fresh) initialisation.
-    * Strided convolutions (``stem_type="patch"`` / ``downsample_type="conv"``): the 2D kernel
-      is repeated over time and divided by the temporal size (I3D inflation), so a clip of
-      identical frames gives the 2D response.
-    * Everything else (norms, MLPs, pointwise layers, layer scales, the head) is copied.
-    * ``train_size`` buffers keep the 3D model's values.
+    * S4ND layers: the 3D layer's SSMs for the ``(H, W)`` axes take the 2D layer's (its per-axis
+      generators ``ssm.0``, ``ssm.1`` become ``ssm.1``, ``ssm.2``), so its kernel is the 2D
+      kernel times a temporal one; the temporal SSM ``ssm.0`` keeps ``model_3d``'s own
+      initialisation. The skip ``D`` is copied.
+    * Strided convolutions (``stem_type="patch"``, ``downsample_type="conv"``): the 2D kernel is
+      repeated over time and divided by the temporal size (I3D inflation), so a clip of identical
+      frames gives the 2D response.
+    * Everything else (norms, MLPs, pointwise layers, layer scales and, if ``include_head``, the
+      head) is copied. Reference grids and ``train_size`` keep the 3D model's values.
 
-    Returns a full state dict for ``model_3d`` (load it with ``model_3d.load_state_dict``).
-    Raises ``ValueError`` if a 2D tensor has no place in the 3D model or a shape does not fit.
+    Returns a complete state dict for ``model_3d``: ``model_3d.load_state_dict(result)``.
+    Raises ``ValueError`` when a 2D tensor has no place in the 3D model, a shape does not fit, or
+    a 3D tensor other than a temporal SSM is left without a 2D source.
     """
     if not isinstance(model_3d, S4NDConvNeXt) or model_3d.ndim != 3:
-        raise TypeError("model_3d must be a 3D S4NDConvNeXt (ndim=3)")
+        raise TypeError(f"model_3d must be a 3D S4NDConvNeXt (ndim=3), got {type(model_3d).__name__}")
     target = model_3d.state_dict()
     out = {k: v.clone() for k, v in target.items()}
-    s4nd_prefixes = [name for name, m in model_3d.named_modules() if isinstance(m, S4ND)]
-    used = set()
+    s4nd_layers = [name for name, m in model_3d.named_modules() if isinstance(m, S4ND)]
+    filled = set()
     for key, value in state_dict_2d.items():
-        if key == "train_size" or key.endswith("grid.size") or (not include_head and key.startswith("head.")):
+        if _is_grid_buffer(key) or (not include_head and key.startswith("head.")):
             continue
-        if not include_head and key.startswith("head."):
-            continue
-        owner = next((p for p in s4nd_prefixes if key.startswith(p + ".")), None)
-        if owner is not None:
-            key_3d = _s4nd_spatial_key(model_3d.get_submodule(owner), owner, key)
-            if key_3d is None:
-                continue
-        else:
-            key_3d = key
+        key_3d = _inflated_key(key, s4nd_layers)
         if key_3d not in target:
             raise ValueError(f"2D tensor {key!r} has no counterpart {key_3d!r} in the 3D model")
         ref = target[key_3d]
         if value.shape == ref.shape:
             out[key_3d] = value.to(ref.dtype).clone()
-        elif value.ndim == 4 and ref.ndim == 5 and value.shape[:2] + value.shape[2:] == ref.shape[:2] + ref.shape[3:]:
-            t = ref.shape[2]
-            out[key_3d] = (value.unsqueeze(2) / t).expand_as(ref).to(ref.dtype).clone()
+        elif value.ndim == 4 and ref.ndim == 5 and value.shape == ref.shape[:2] + ref.shape[3:]:
+            out[key_3d] = (value.unsqueeze(2) / ref.shape[2]).expand_as(ref).to(ref.dtype).clone()
         else:
             raise ValueError(f"cannot inflate {key!r} of shape {tuple(value.shape)} into {tuple(ref.shape)}")
-        used.add(key_3d)
+        filled.add(key_3d)
+    temporal = tuple(f"{name}.ssm.0." for name in s4nd_layers)
+    unfilled = [
+        k for k in target
+        if k not in filled and not _is_grid_buffer(k) and not k.startswith(temporal)
+        and (include_head or not k.startswith("head."))
+    ]
+    if unfilled:
+        raise ValueError(f"the 2D state dict does not fit the 3D model: nothing for {unfilled[:5]}"
+                         f"{' ...' if len(unfilled) > 5 else ''}")
     return out
 
 
-def _s4nd_spatial_key(layer: nn.Module, prefix: str, key: str) -> Optional[str]:
-    """Name, in a 3D S4ND layer, of a 2D S4ND layer's tensor ``key`` (``None``: not carried over).
-
-    Per-axis kernel generators are numbered by axis; 2D axes ``(H, W) = (0, 1)`` become 3D axes
-    ``(1, 2)``. Tensors shared by all axes (the skip ``D``, projections) keep their name.
-    """
-    rest = key[len(prefix) + 1:]
-    axis_map = getattr(layer, "_axis_param_map", None)
-    if axis_map is not None:
-        return axis_map(prefix, rest, source_ndim=2)
-    return _default_axis_key(prefix, rest)
+def _is_grid_buffer(key: str) -> bool:
+    return key == "train_size" or key.endswith(".grid.size")
 
 
-def _default_axis_key(prefix: str, rest: str) -> Optional[str]:
-    parts = rest.split(".")
-    for i, part in enumerate(parts[:-1]):
-        if part in ("kernels", "kernel") and parts[i + 1].isdigit():
-            parts[i + 1] = str(int(parts[i + 1]) + 1)
-            return prefix + "." + ".".join(parts)
-    if rest.endswith("size") and "grid" in rest:
-        return None
-    return prefix + "." + rest
+def _inflated_key(key: str, s4nd_layers: Sequence[str]) -> str:
+    """The 3D name of a 2D tensor: an S4ND layer's axis generators ``ssm.{i}`` shift to ``ssm.{i+1}``."""
+    for name in s4nd_layers:
+        prefix = f"{name}.ssm."
+        if key.startswith(prefix):
+            axis, rest = key[len(prefix):].split(".", 1)
+            return f"{prefix}{int(axis) + 1}.{rest}"
+    return key
 
 
 # -- configs and entrypoints -------------------------------------------------------------------

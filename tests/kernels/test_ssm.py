@@ -48,6 +48,21 @@ def test_kernel_equals_dense_matrix_powers(kind, disc, rate):
     torch.testing.assert_close(K, _kernel_by_matrix_powers(gen, 37, rate), atol=1e-10, rtol=1e-8)
 
 
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_dplr_krylov_method_matches_matrix_powers(disc):
+    gen = S4Kernel(3, 8, channels=2, disc=disc, method="krylov").double()
+    torch.testing.assert_close(gen(41, 0.7), _kernel_by_matrix_powers(gen, 41, 0.7), atol=1e-10, rtol=1e-8)
+
+
+def test_dplr_methods_agree_on_long_kernels_in_fp32():
+    cauchy = S4Kernel(8, 64, init="legs")
+    krylov_gen = S4Kernel(8, 64, init="legs", method="krylov")
+    krylov_gen.load_state_dict(cauchy.state_dict())
+    with torch.no_grad():
+        a, b = cauchy(16384), krylov_gen(16384)
+    assert ((a - b).norm() / a.norm()) < 1e-4
+
+
 @pytest.mark.parametrize("init,rank", [("legt", 2), ("lagt", 1), ("fout", 1), ("legs", 3)])
 def test_dplr_kernel_other_measures_and_ranks(init, rank):
     gen = ssm_kernel("s4", d_model=2, d_state=8, channels=1, init=init, rank=rank).double()

@@ -50,7 +50,7 @@ def training_step(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     return step
 
 
-def depthwise(weight: torch.Tensor, padding: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def depthwise(weight: torch.Tensor, padding) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: F.conv2d(x, weight, padding=padding, groups=weight.shape[0])
 
 
@@ -58,10 +58,10 @@ def build_methods(shape, args) -> Dict[str, Callable[[], None]]:
     B, C, H, W = shape
     x = torch.randn(shape, requires_grad=True)
     grad = torch.randn(shape)
-    methods = {
-        "dwconv7x7": training_step(depthwise(torch.randn(C, 1, 7, 7, requires_grad=True), 3), x, grad),
-        "dwconv_global": training_step(depthwise(torch.randn(C, 1, 2 * H - 1, 2 * W - 1, requires_grad=True), H - 1), x, grad),
-    }
+    methods = {"dwconv7x7": training_step(depthwise(torch.randn(C, 1, 7, 7, requires_grad=True), 3), x, grad)}
+    if args.global_repeats > 0:
+        global_weight = torch.randn(C, 1, 2 * H - 1, 2 * W - 1, requires_grad=True)
+        methods["dwconv_global"] = training_step(depthwise(global_weight, (H - 1, W - 1)), x, grad)
     for spec in args.kernels:
         kernel, _, disc = spec.partition(":")
         disc = disc or "zoh"
@@ -80,7 +80,9 @@ def build_methods(shape, args) -> Dict[str, Callable[[], None]]:
     return methods
 
 
-def time_methods(methods: Dict[str, Callable[[], None]], rounds: int, slow: Dict[str, int], bar: tqdm) -> Dict[str, List[float]]:
+def time_methods(
+    methods: Dict[str, Callable[[], None]], rounds: int, slow: Dict[str, int], bar: tqdm, clock: Callable[[], float]
+) -> Dict[str, List[float]]:
     samples: Dict[str, List[float]] = {name: [] for name in methods}
     for fn in methods.values():  # warm-up (allocator, oneDNN primitives, thread pools)
         fn()
@@ -89,9 +91,9 @@ def time_methods(methods: Dict[str, Callable[[], None]], rounds: int, slow: Dict
         for name, fn in methods.items():
             if r >= slow.get(name, rounds):
                 continue
-            start = time.perf_counter()
+            start = clock()
             fn()
-            samples[name].append(1e3 * (time.perf_counter() - start))
+            samples[name].append(1e3 * (clock() - start))
             bar.update(1)
     return samples
 
@@ -106,14 +108,20 @@ def main() -> None:
     parser.add_argument("--nets", nargs="+", default=["magnet", "siren", "mlp", "gabor"])
     parser.add_argument("--d-state", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--global-repeats", type=int, default=2, help="rounds for dwconv_global")
+    parser.add_argument("--global-repeats", type=int, default=2, help="rounds for dwconv_global (0: skip it)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: perf_counter; cpu: process CPU time, robust to other jobs on a shared "
+                             "machine but only meaningful with --threads 1")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and few rounds")
     parser.add_argument("--out", default="bench_nd.json")
     args = parser.parse_args()
     if args.quick:
         args.shapes, args.rounds, args.global_repeats = ["2,8,12,12"], 3, 1
 
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu counts the CPU time of every thread; use it with --threads 1")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
@@ -125,7 +133,7 @@ def main() -> None:
             slow = {"dwconv_global": args.global_repeats}
             bar.total += len(methods) + sum(slow.get(n, args.rounds) for n in methods)
             bar.refresh()
-            samples = time_methods(methods, args.rounds, slow, bar)
+            samples = time_methods(methods, args.rounds, slow, bar, clock)
             base = statistics.median(samples["dwconv7x7"])
             auto = choose_separable_path(shape[2:], [2 * s - 1 for s in shape[2:]])
             for name, times in samples.items():
@@ -136,7 +144,7 @@ def main() -> None:
                 ))
     load_after = os.getloadavg()
 
-    print(f"\ntorch {torch.__version__}, {args.threads} threads, load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
+    print(f"\ntorch {torch.__version__}, {args.threads} threads, {args.clock} clock, load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
     print(f"{'shape':<18}{'method':<28}{'median ms':>10}{'min ms':>10}{'vs 7x7':>8}")
     for row in results:
         shape = "x".join(str(s) for s in row["shape"])
@@ -149,7 +157,7 @@ def main() -> None:
         benchmark="bench_nd",
         timed="forward + backward; S4ND rows: kernel generation + separable conv + D skip (out_proj=False)",
         machine=dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
-                     threads=args.threads, torch=torch.__version__, load_average=[load_before, load_after]),
+                     threads=args.threads, clock=args.clock, torch=torch.__version__, load_average=[load_before, load_after]),
         args=vars(args),
         results=results,
     )

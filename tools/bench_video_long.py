@@ -18,7 +18,11 @@
 4. Measures, on random features, time per clip (inference and one training
    step) and peak memory of a training step, for T up to ``--memory-lengths``.
    Each measurement runs in a fresh process; memory is the growth of the peak
-   resident set size (``ru_maxrss``) over the resident size before the step.
+   resident set size (``VmHWM``, reset just before the step) over the resident
+   size before the step. The Transformer is measured twice: with the fused
+   attention kernel ``scaled_dot_product_attention`` picks by default, and
+   with plain attention that materialises the ``T x T`` matrix
+   (``transformer_math``).
 
 Prints tables, writes JSON (``--out``) and a PNG plot (``--plot``).
 
@@ -30,7 +34,6 @@ import argparse
 import json
 import math
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -196,9 +199,19 @@ def train_head(model: nn.Module, train: tuple, val: tuple, epochs: int, lr: floa
 # -- step 4: time and memory -------------------------------------------------------------------
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (``VmRSS``, ``VmHWM``), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Reset the peak resident set size (VmHWM) to the current size (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def measure(name: str, T: int, in_dim: int, batch: int, d_model: int, d_state: int, repeats: int) -> dict:
@@ -224,9 +237,10 @@ def measure(name: str, T: int, in_dim: int, batch: int, d_model: int, d_state: i
             model(x)
 
     with attention:
-        before = _rss_mb()
+        _reset_peak_rss()
+        before = _status_mb("VmRSS")
         train_step()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+        peak = _status_mb("VmHWM")
         times = {}
         for label, fn in (("train", train_step), ("infer", infer)):
             fn()
@@ -292,7 +306,8 @@ def main() -> None:
                         help="digits per clip: first, segments - 2 distractors, last")
     parser.add_argument("--encoder-seconds", type=float, default=60)
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, nargs=3, default=[3e-3, 1e-3, 3e-3], metavar=("MEAN", "TRANSFORMER", "VIS4MER"),
+                        help="peak learning rate of each head (each the better of 1e-3 and 3e-3 in a pilot)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--d-state", type=int, default=32)
@@ -341,10 +356,10 @@ def main() -> None:
                 mean, std = train[0].mean((0, 1)), train[0].std((0, 1)) + 1e-6
                 train, val = ((train[0] - mean) / std, train[1]), ((val[0] - mean) / std, val[1])
                 data_seconds = time.perf_counter() - phase
-                for name in HEADS:
+                for name, lr in zip(HEADS, args.lr):
                     model = build_head(name, in_dim, T, args.d_model, args.d_state)
-                    row = {"model": name, "T": T, "data_seconds": data_seconds}
-                    row.update(train_head(model, train, val, args.epochs, args.lr, args.batch, args.seed))
+                    row = {"model": name, "T": T, "data_seconds": data_seconds, "lr": lr}
+                    row.update(train_head(model, train, val, args.epochs, lr, args.batch, args.seed))
                     results["accuracy"].append(row)
                     print(f"T={T:5d} {name:17s} val acc {row['val_accuracy']:.3f} "
                           f"(train {row['train_accuracy']:.3f}, {row['train_seconds']:.0f} s)", flush=True)

@@ -32,6 +32,7 @@ __all__ = [
     "ImageDataset",
     "TensorImageDataset",
     "TransformedDataset",
+    "SubsetImageDataset",
     "list_image_datasets",
     "create_image_dataset",
     "create_image_transform",
@@ -129,6 +130,24 @@ class _PILImageDataset(ImageDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, target = self.dataset[index]
         return self._to_tensor(image).as_subclass(torch.Tensor), int(target)
+
+
+class SubsetImageDataset(ImageDataset):
+    """``limit`` images of ``dataset`` spread evenly over it (every class of a sorted dataset)."""
+
+    def __init__(self, dataset: ImageDataset, limit: int):
+        if limit < 1:
+            raise ValueError(f"subset size must be at least 1, got {limit}")
+        self.dataset = dataset
+        self.indices = np.linspace(0, len(dataset) - 1, num=min(limit, len(dataset))).round().astype(int).tolist()
+        self.name, self.classes, self.in_chans = dataset.name, dataset.classes, dataset.in_chans
+        self.mean, self.std = dataset.mean, dataset.std
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.dataset[self.indices[index]]
 
 
 def _convert_mode(image: Any, mode: str) -> Any:

@@ -62,6 +62,7 @@ class DataConfig:
     interpolation: str = "bilinear"
     batch_size: int = 64  # per process
     eval_batch_size: int = 250
+    eval_limit: Optional[int] = None  # evaluate on this many held-out images (spread evenly); null: all
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -159,6 +160,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
                        ("data.eval_batch_size", cfg.data.eval_batch_size), ("data.resolution", cfg.data.resolution)):
         if value < 1:
             raise ValueError(f"{key} must be at least 1, got {value}")
+    if cfg.data.eval_limit is not None and cfg.data.eval_limit < 1:
+        raise ValueError(f"data.eval_limit must be at least 1, got {cfg.data.eval_limit}")
     if cfg.train.max_steps is not None and cfg.train.max_steps < 1:
         raise ValueError(f"train.max_steps must be at least 1, got {cfg.train.max_steps}")
     if cfg.train.eval_every < 0:

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.images import TransformedDataset, create_image_dataset, create_image_transform
+from ..data.images import SubsetImageDataset, TransformedDataset, create_image_dataset, create_image_transform
 from .checkpoint import CheckpointManager, capture_rng_state, load_model_weights, restore_rng_state, save_model_file
 from .config import ExperimentConfig, config_to_dict, progressive_schedule, resolution_at_epoch
 from .distributed import DistributedContext, all_reduce_sum, barrier, cleanup, init_distributed
@@ -130,7 +130,10 @@ class Trainer:
 
         if data.download and self.ctx.distributed and not self.ctx.is_main:
             barrier(self.ctx)  # let rank 0 download first
-        datasets = make(data.train_split), make(data.eval_split)
+        train_set, eval_set = make(data.train_split), make(data.eval_split)
+        if data.eval_limit is not None:
+            eval_set = SubsetImageDataset(eval_set, data.eval_limit)
+        datasets = train_set, eval_set
         if data.download and self.ctx.distributed and self.ctx.is_main:
             barrier(self.ctx)
         return datasets

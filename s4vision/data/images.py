@@ -200,26 +200,49 @@ def create_image_transform(
     scale: Sequence[float] = (0.8, 1.0),
     ratio: Sequence[float] = (0.9, 1.1),
     hflip: float = 0.0,
+    antialias_prob: float = 1.0,
+    blur_prob: float = 0.0,
+    blur_sigma: Sequence[float] = (0.1, 1.0),
     interpolation: str = "bilinear",
 ) -> v2.Compose:
     """Transform from a native-size float image ``(C, H, W)`` to a normalised ``resolution``.
 
     Resizing is antialiased, so downsampling (28 -> 7) low-pass filters rather than aliasing
     and upsampling (28 -> 56) interpolates with ``interpolation`` (``bilinear``/``bicubic``).
-    Augmentation (random resized crop, horizontal flip) is applied only when ``training``.
+    When ``training``, augmentation applies: random resized crop, horizontal flip, and two
+    *sharpness* augmentations that vary how blurred the training images are (a model tested
+    zero-shot at a higher resolution sees sharper digits than the downsampled ones it was
+    trained on): with probability ``1 - antialias_prob`` the resize is not antialiased (sharper,
+    aliased), and with probability ``blur_prob`` a Gaussian blur with sigma drawn from
+    ``blur_sigma`` (in output pixels) follows.
     """
     size = _resolution_pair(resolution)
     try:
         mode = v2.InterpolationMode(interpolation)
     except ValueError:
         raise ValueError(f"unknown interpolation {interpolation!r}; choose from bilinear, bicubic, nearest") from None
+    for name, p in (("antialias_prob", antialias_prob), ("blur_prob", blur_prob), ("hflip", hflip)):
+        if not 0 <= p <= 1:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+    if not training:
+        return v2.Compose([v2.Resize(size, interpolation=mode, antialias=True), v2.Normalize(list(mean), list(std))])
+
+    def resize(antialias: bool) -> Callable:
+        if random_resized_crop:
+            return v2.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), interpolation=mode,
+                                        antialias=antialias)
+        return v2.Resize(size, interpolation=mode, antialias=antialias)
+
     ops: list[Callable] = []
-    if training and random_resized_crop:
-        ops.append(v2.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), interpolation=mode,
-                                        antialias=True))
+    if antialias_prob >= 1:
+        ops.append(resize(True))
+    elif antialias_prob <= 0:
+        ops.append(resize(False))
     else:
-        ops.append(v2.Resize(size, interpolation=mode, antialias=True))
-    if training and hflip > 0:
+        ops.append(v2.RandomChoice([resize(True), resize(False)], p=[antialias_prob, 1 - antialias_prob]))
+    if blur_prob > 0:
+        ops.append(v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=tuple(blur_sigma))], p=blur_prob))
+    if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(hflip))
     ops.append(v2.Normalize(list(mean), list(std)))
     return v2.Compose(ops)

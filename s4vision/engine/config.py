@@ -49,6 +49,9 @@ class AugmentConfig:
     scale: Tuple[float, float] = (0.8, 1.0)
     ratio: Tuple[float, float] = (0.9, 1.1)
     hflip: float = 0.0
+    antialias_prob: float = 1.0  # else the training resize is not antialiased (sharper digits)
+    blur_prob: float = 0.0  # Gaussian blur at the training resolution, sigma from blur_sigma
+    blur_sigma: Tuple[float, float] = (0.1, 1.0)
 
 
 @dataclass

@@ -278,6 +278,7 @@ class Trainer:
         self.train_data.transform = create_image_transform(
             resolution, training=True, mean=self.train_set.mean, std=self.train_set.std,
             random_resized_crop=aug.random_resized_crop, scale=aug.scale, ratio=aug.ratio, hflip=aug.hflip,
+            antialias_prob=aug.antialias_prob, blur_prob=aug.blur_prob, blur_sigma=aug.blur_sigma,
             interpolation=cfg.data.interpolation)
         self.train_data.set_epoch(epoch)
         self.sampler.set_epoch(epoch, start=start_batch * cfg.data.batch_size)

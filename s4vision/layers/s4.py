@@ -99,9 +99,13 @@ class S4(nn.Module):
         """``x (B, H, L) -> (B, H, L)``; ``rate`` rescales the SSM step (``dt * rate``)."""
         check_channels_first(x, self.d_model, 1)
         L = x.shape[-1]
-        k = self.kernel(L, rate)  # (C', H, L)
         if self.bidirectional:
-            k = centred_kernel(k[: self.channels], k[self.channels :])
+            # Halves sampled at half the step, so pairs of taps tile the cells centred on the
+            # samples (the same construction as S4ND, which makes S4ND(ndim=1) this layer).
+            halves = self.kernel(2 * L, rate / 2)  # (2C, H, 2L)
+            k = centred_kernel(halves[: self.channels], halves[self.channels :], half_step=True)
+        else:
+            k = self.kernel(L, rate)  # (C, H, L)
         y = self._depthwise(x, k)
         return self._mix(x, y)
 

@@ -21,8 +21,10 @@ into initial weights for the 3D model.
 
 Every S4ND layer keeps the grid it was built for (``l_max``, derived from ``img_size`` /
 ``num_frames``) in its state, and samples its kernels for other input sizes so that they cover the
-same extent: the models accept any input size (a multiple of the total stride, 32) and give
-consistent outputs across resolutions.
+same extent: the models accept any input size of at least 32 (the total stride; sizes that are
+not multiples of a stride are floored by the pooling, as in ConvNeXt) and give consistent outputs
+across resolutions. The SSM steps start in the paper's range ``dt_min=0.1, dt_max=1.0`` (per sample
+of each layer's reference grid).
 """
 from __future__ import annotations
 
@@ -294,7 +296,9 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
         downsample_type: ``"s4nd"`` (S4ND, pool, pointwise GLU) or ``"conv"`` (strided conv).
         d_state, kernel, bandlimit: S4ND state size, kernel family (``"s4d"``/``"s4"``) and
             anti-aliasing band limit.
-        s4nd_kwargs: further keyword arguments for every S4ND layer (e.g. ``dt_min``).
+        dt_min, dt_max: initial range of the S4ND steps (the paper's 0.1 and 1.0).
+        s4nd_kwargs: further keyword arguments for every S4ND layer (e.g. ``init``, ``lr``); they
+            take precedence over the arguments above.
         mlp_ratio, ls_init_value, head_init_scale, norm_eps: as in timm's ConvNeXt.
         drop_rate, drop_path_rate: head dropout and stochastic depth.
     """
@@ -317,6 +321,8 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
         d_state: int = 64,
         kernel: str = "s4d",
         bandlimit: Optional[float] = None,
+        dt_min: float = 0.1,
+        dt_max: float = 1.0,
         s4nd_kwargs: Optional[Dict[str, Any]] = None,
         mlp_ratio: float = 4.0,
         ls_init_value: Optional[float] = 1e-6,
@@ -357,10 +363,12 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
         self.drop_rate = drop_rate
         self._init_train_resolution(grid, device=device)
 
-        mixer_layer = partial(
-            S4ND, ndim=ndim, d_state=d_state, kernel=kernel, bidirectional=True, channels=1,
-            bandlimit=bandlimit, out_proj=False, **(s4nd_kwargs or {}),
-        )
+        mixer_layer = partial(S4ND, **{
+            **dict(ndim=ndim, d_state=d_state, kernel=kernel, bidirectional=True, channels=1, bandlimit=bandlimit,
+                   dt_min=dt_min, dt_max=dt_max),
+            **(s4nd_kwargs or {}),
+            "out_proj": False,  # the block's MLP follows: S4ND stands in for a depthwise conv
+        })
         norm_layer = partial(LayerNormNd, eps=norm_eps)
         if stem_type == "s4nd":
             self.stem = S4NDStem(in_chans, dims[0], stem_chs, patch_size, mixer_layer, grid, norm_layer, **dd)

@@ -155,9 +155,11 @@ class S4NDIsotropic(TrainResolutionMixin, nn.Module):
         mixer: ``"s4nd"`` or ``"conv"`` (a ``conv_kernel_size`` depthwise convolution baseline).
         d_state, kernel, channels, bandlimit, mixer_out_proj: the S4ND mixer (``mixer_out_proj``:
             ``"glu"`` or ``"linear"`` output projection after a GELU).
+        dt_min, dt_max: initial range of the S4ND steps (``None``: S4ND's defaults).
         conv_kernel_size: kernel size of the ``"conv"`` mixer.
         stem_norm: channel LayerNorm after the stem.
-        s4nd_kwargs: further keyword arguments for every S4ND layer (e.g. ``dt_min``).
+        s4nd_kwargs: further keyword arguments for every S4ND layer (e.g. ``init``, ``lr``); they
+            take precedence over the arguments above.
         drop_rate, proj_drop_rate, drop_path_rate: head dropout, dropout inside blocks, stochastic depth.
     """
 
@@ -177,6 +179,8 @@ class S4NDIsotropic(TrainResolutionMixin, nn.Module):
         channels: int = 2,
         bandlimit: Optional[float] = None,
         mixer_out_proj: str = "glu",
+        dt_min: Optional[float] = None,
+        dt_max: Optional[float] = None,
         conv_kernel_size: int = 5,
         stem_norm: bool = False,
         s4nd_kwargs: Optional[Dict[str, Any]] = None,
@@ -202,10 +206,12 @@ class S4NDIsotropic(TrainResolutionMixin, nn.Module):
         self._init_train_resolution(img_size, device=device)
 
         if mixer == "s4nd":
-            mixer_layer = partial(
-                S4ND, ndim=2, d_state=d_state, kernel=kernel, bidirectional=True, channels=channels,
-                bandlimit=bandlimit, out_proj=mixer_out_proj, activation="gelu", **(s4nd_kwargs or {}),
-            )
+            steps = {k: v for k, v in dict(dt_min=dt_min, dt_max=dt_max).items() if v is not None}
+            mixer_layer = partial(S4ND, **{
+                **dict(ndim=2, d_state=d_state, kernel=kernel, bidirectional=True, channels=channels,
+                       bandlimit=bandlimit, out_proj=mixer_out_proj, activation="gelu", **steps),
+                **(s4nd_kwargs or {}),
+            })
         else:
             mixer_layer = partial(DepthwiseConvMixer, kernel_size=conv_kernel_size, out_proj=mixer_out_proj, **dd)
         grid = tuple(max(s // p, 1) for s, p in zip(img_size, patch_size))
@@ -382,7 +388,7 @@ def s4nd_vit_base_patch16(pretrained: bool = False, **kwargs: Any) -> S4NDIsotro
 
 _MICRO_ARGS = dict(
     patch_size=1, embed_dim=64, depth=4, mlp_ratio=0.0, d_state=32, channels=1, bandlimit=0.2,
-    mixer_out_proj="glu", stem_norm=True, proj_drop_rate=0.1,
+    dt_min=0.1, dt_max=1.0, mixer_out_proj="glu", stem_norm=True, proj_drop_rate=0.1,
 )
 
 

@@ -54,14 +54,19 @@ def test_conv_view_equals_conv1d_reference(kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_bidirectional_is_causal_plus_anticausal(kernel):
-    layer = S4(3, 8, kernel=kernel, bidirectional=True, activation="identity").double()
-    x = torch.randn(2, 3, 20, dtype=torch.float64)
-    k = layer.kernel(20)  # (2, H, L): forward and backward halves
-    causal = F.conv1d(F.pad(x, (19, 0)), k[0].flip(-1)[:, None], groups=3)
-    anti = F.conv1d(F.pad(x, (0, 19)), k[1][:, None], groups=3)
+    """Each tap m of the centred kernel sums the half-step taps 2m-1 and 2m of its side; the
+    origin tap is the first half-step tap of both sides."""
+    L, H = 20, 3
+    layer = S4(H, 8, kernel=kernel, bidirectional=True, activation="identity").double()
+    x = torch.randn(2, H, L, dtype=torch.float64)
+    halves = layer.kernel(2 * L, 0.5)  # (2, H, 2L)
+    fwd = torch.cat([halves[0, :, :1], halves[0, :, 1:-1:2] + halves[0, :, 2::2]], -1)  # (H, L)
+    bwd = torch.cat([halves[1, :, :1], halves[1, :, 1:-1:2] + halves[1, :, 2::2]], -1)
+    causal = F.conv1d(F.pad(x, (L - 1, 0)), fwd.flip(-1)[:, None], groups=H)
+    anti = F.conv1d(F.pad(x, (0, L - 1)), bwd[:, None], groups=H)
     ref = layer.out_proj(causal + anti + layer.D[0, :, None] * x)
     torch.testing.assert_close(layer(x), ref)
-    assert centred_kernel(k[0], k[1]).shape[-1] == 39
+    assert centred_kernel(halves[0], halves[1], half_step=True).shape[-1] == 2 * L - 1
 
 
 def test_long_sequence_is_finite():

@@ -88,6 +88,7 @@ def test_ndim1_agrees_with_the_1d_s4_convolution(kernel):
     k = centred_kernel(halves[:1], halves[1:], half_step=True)[0]
     ref = fft_conv(x, k, causal=False) + s4.D[0, :, None] * x
     torch.testing.assert_close(nd(x), ref)
+    torch.testing.assert_close(nd(x), s4(x))  # the layer itself (identity activation, no projection)
 
 
 def test_causal_layer_ignores_the_future():

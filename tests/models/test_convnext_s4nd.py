@@ -163,13 +163,20 @@ def test_s4nd_convnext_is_consistent_across_resolution_where_convnext_is_not():
     assert logit_change_at_double_resolution(convnext, 128) > RESOLUTION_THRESHOLD
 
 
-def test_iso_micro_models_across_resolution():
-    """The MNIST-sized models at 14 -> 28 pixels: the S4ND and CCNN ones keep their logits, the
-    fixed-size depthwise-convolution baseline does not."""
+@pytest.mark.parametrize("name", ["s4nd_iso_micro", "ccnn_micro"])
+def test_micro_models_across_resolution(name):
+    """14 -> 28 pixels. Measured against how much the logits vary between the images of the
+    batch, so a model whose logits ignore the input cannot pass. Measured: ~0.07 (S4ND), ~0.01
+    (CCNN). (At initialisation and on smooth images the 5x5-conv baseline is not far off either,
+    ~0.1-0.17: the gap between them shows after training on digits, see the demo.)"""
     torch.manual_seed(0)
-    assert logit_change_at_double_resolution(timm.create_model("s4nd_iso_micro"), 14, 1) < RESOLUTION_THRESHOLD
-    assert logit_change_at_double_resolution(timm.create_model("ccnn_micro"), 14, 1) < RESOLUTION_THRESHOLD
-    assert logit_change_at_double_resolution(timm.create_model("conv2d_iso_micro"), 14, 1) > RESOLUTION_THRESHOLD
+    model = timm.create_model(name).eval()
+    with torch.no_grad():
+        a = model(smooth_images(14, channels=1, batch=4))
+        b = model(smooth_images(28, channels=1, batch=4))
+    spread = (a - a.mean(0)).norm()
+    assert spread > 1e-3 * a.norm()
+    assert (b - a).norm() / spread < RESOLUTION_THRESHOLD
 
 
 # -- torch.compile -----------------------------------------------------------------------------

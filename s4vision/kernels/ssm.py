@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .cache import EvalKernelCache
 from .hippo import DIAGONAL_INITS, MEASURES, diagonal_init, dplr_init
 
 __all__ = [
@@ -178,7 +179,7 @@ class SSMKernelBase(nn.Module):
         self.log_dt = nn.Parameter(math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)))
         c = torch.randn(channels, d_model, self.modes, dtype=torch.complex64) * 0.5**0.5
         self.C = nn.Parameter(_as_real(c))
-        self._cache: dict = {}
+        self._cache = EvalKernelCache(max_entries=16)
 
     def _init_A_B(self, A: torch.Tensor, B: torch.Tensor) -> None:
         """Register ``A (H, M)`` as ``log(-Re A)`` and ``Im A``, and ``B (H, M)``."""
@@ -226,23 +227,6 @@ class SSMKernelBase(nn.Module):
 
     # -- caching -----------------------------------------------------------------------------
 
-    def _cached(self, key: tuple, fn):
-        """Memoise ``fn()`` in eval mode while the parameters are unchanged."""
-        if self.training or torch.compiler.is_compiling() or torch.is_grad_enabled() and any(
-            p.requires_grad for p in self.parameters(recurse=False)
-        ):
-            self._cache.clear()
-            return fn()
-        version = tuple((p.data_ptr(), p._version) for p in self.parameters(recurse=False))
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        value = fn()
-        if len(self._cache) > 16:
-            self._cache.clear()
-        self._cache[key] = (version, value)
-        return value
-
     def train(self, mode: bool = True):
         self._cache.clear()
         return super().train(mode)
@@ -254,13 +238,13 @@ class SSMKernelBase(nn.Module):
         _check_positive_int("kernel length L", L)
         rate = _check_rate(rate)
         with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
-            return self._cached(("kernel", L, rate), lambda: self._kernel(L, rate))
+            return self._cache(self, ("kernel", L, rate), lambda: self._kernel(L, rate))
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
         """The discretised system at ``rate`` (see :class:`DiscreteSSM`)."""
         rate = _check_rate(rate)
         with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
-            return self._cached(("discrete", rate), lambda: self._discrete(rate))
+            return self._cache(self, ("discrete", rate), lambda: self._discrete(rate))
 
     def _kernel(self, L: int, rate: float) -> torch.Tensor:
         raise NotImplementedError

@@ -10,10 +10,12 @@ kernels are rescaled so the convolution approximates the same integral at every 
 from __future__ import annotations
 
 import math
-from typing import Callable, Hashable, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+
+from ..kernels.cache import EvalKernelCache
 
 __all__ = ["ReferenceGrid", "EvalKernelCache", "as_sizes", "check_ndim"]
 
@@ -103,34 +105,3 @@ class ReferenceGrid(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ndim={self.ndim}, size={self._size if self.is_set else None}"
-
-
-class EvalKernelCache:
-    """Memoises a kernel computed from a module's parameters while the module is in eval mode.
-
-    Entries are keyed by a hashable key (sizes, rates) and invalidated when any parameter of
-    the module changes (its storage or its in-place version counter), or when the module
-    goes back to training. Nothing is cached while autograd records (the kernel must carry a
-    graph then).
-    """
-
-    def __init__(self, max_entries: int = 8) -> None:
-        self.max_entries = max_entries
-        self._entries: dict = {}
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __call__(self, module: nn.Module, key: Hashable, fn: Callable[[], object]):
-        if module.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            self._entries.clear()
-            return fn()
-        version = tuple((p.data_ptr(), p._version) for p in module.parameters())
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        value = fn()
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[key] = (version, value)
-        return value

@@ -89,3 +89,26 @@ def test_unknown_names_list_the_choices(tmp_path):
     with pytest.raises(ValueError, match="download=true"):
         create_image_dataset("mnist", root=tmp_path)  # not there, and no download asked
     assert {"mnist5k", "digits", "imagefolder", "cifar10"} <= set(list_image_datasets())
+
+
+def test_sharpness_augmentation_options():
+    image = torch.zeros(1, 28, 28)
+    image[:, 8:20, 12:14] = 1.0  # a sharp vertical stroke, two pixels wide
+    sharp = create_image_transform(14, training=True, antialias_prob=0.0, mean=(0,), std=(1,))(image)
+    smooth = create_image_transform(14, training=True, antialias_prob=1.0, mean=(0,), std=(1,))(image)
+    assert torch.equal(sharp, F.interpolate(image[None], size=14, mode="bilinear", antialias=False)[0])
+    assert sharp.max() > smooth.max()  # antialiasing spreads the stroke
+    blurred = create_image_transform(14, training=True, blur_prob=1.0, blur_sigma=(1.0, 1.0), mean=(0,), std=(1,))(image)
+    assert blurred.max() < smooth.max() and torch.allclose(blurred.sum(), smooth.sum(), rtol=0.1)
+    with pytest.raises(ValueError, match="antialias_prob"):
+        create_image_transform(14, training=True, antialias_prob=1.5)
+
+
+def test_subset_spreads_over_the_classes():
+    from s4vision.data.images import SubsetImageDataset
+
+    held_out = create_image_dataset("mnist5k", "test")  # sorted by class
+    subset = SubsetImageDataset(held_out, 100)
+    labels = [subset[i][1] for i in range(len(subset))]
+    assert len(subset) == 100 and sorted(set(labels)) == list(range(10))
+    assert len(SubsetImageDataset(held_out, 5000)) == 1000

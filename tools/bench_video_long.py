@@ -274,14 +274,15 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for name in EFFICIENCY_MODELS:
+    for color, name in enumerate(EFFICIENCY_MODELS):
+        style = dict(marker="o", label=name, color=f"C{color}")
         acc = [(r["T"], r["val_accuracy"]) for r in results["accuracy"] if r["model"] == name]
         if acc:
-            axes[0].plot(*zip(*acc), marker="o", label=name)
+            axes[0].plot(*zip(*acc), **style)
         eff = [r for r in results["efficiency"] if r["model"] == name and "error" not in r]
         if eff:
-            axes[1].plot([r["T"] for r in eff], [r["peak_train_mb"] for r in eff], marker="o", label=name)
-            axes[2].plot([r["T"] for r in eff], [r["train_ms_per_clip"] for r in eff], marker="o", label=name)
+            axes[1].plot([r["T"] for r in eff], [r["peak_train_mb"] for r in eff], **style)
+            axes[2].plot([r["T"] for r in eff], [r["train_ms_per_clip"] for r in eff], **style)
     axes[0].axhline(1 / NUM_CLASSES, color="gray", linestyle=":", label="chance")
     for ax, title in zip(axes, ("validation accuracy", "peak memory of a training step (MiB)",
                                 "training step time per clip (ms)")):

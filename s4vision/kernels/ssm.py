@@ -309,7 +309,8 @@ def vandermonde_kernel(CB: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.
     inner = torch.exp(log_dA[..., None] * torch.arange(n, device=CB.device, dtype=real))  # (H, M, n)
     outer = torch.exp(log_dA[..., None] * (n * torch.arange(blocks, device=CB.device, dtype=real)))  # (H, M, b)
     left = (CB[..., None] * outer).permute(1, 0, 3, 2).reshape(H, C * blocks, M)  # (H, C*b, M)
-    K = left.real @ inner.real - left.imag @ inner.imag  # (H, C*b, n)
+    # .real/.imag are strided views; BLAS wants contiguous operands.
+    K = left.real.contiguous() @ inner.real.contiguous() - left.imag.contiguous() @ inner.imag.contiguous()
     return 2 * K.view(H, C, blocks * n)[..., :L].transpose(0, 1)
 
 

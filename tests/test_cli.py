@@ -1,3 +1,4 @@
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -142,3 +143,15 @@ def test_video_commands_forward_their_arguments(capsys, monkeypatch, tmp_path):
     assert feats[2] == {"model": "resnet18", "num_frames": 8, "fps": None, "batch_size": 4, "tokens": True,
                         "pretrained": False, "checkpoint": None, "size": (64, 48), "device": "cpu", "resume": False}
     assert "index.json" in capsys.readouterr().out
+
+
+def test_overrides_may_follow_options(monkeypatch):
+    train_module = importlib.import_module("s4vision.engine.train")  # not the re-exported function
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda cfg, resume: seen.update(cfg=cfg, resume=resume) or
+                        type("R", (), {"zero_shot": {}, "model_file": "x"})())
+    assert main(["train", "mnist5k_s4nd_iso_micro", "train.epochs=2", "--resume", "train.seed=7"]) == 0
+    assert seen["resume"] and seen["cfg"].train.epochs == 2 and seen["cfg"].train.seed == 7
+    with pytest.raises(SystemExit):
+        main(["train", "mnist5k_s4nd_iso_micro", "--bogus"])

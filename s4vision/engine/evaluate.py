@@ -40,7 +40,8 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *, amp: str = "none",
-             ctx: DistributedContext | None = None, progress: bool = False, desc: str = "eval") -> EvalResult:
+             ctx: DistributedContext | None = None, progress: bool = False, desc: str = "eval",
+             position: int | None = None) -> EvalResult:
     """Top-1 accuracy (percent) and mean cross-entropy of ``model`` over ``loader``.
 
     Under ``ctx`` (several ranks, each with its shard), the sums are reduced over ranks.
@@ -48,7 +49,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *, amp:
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
-    for images, targets in tqdm(loader, desc=desc, leave=False, disable=not progress):
+    for images, targets in tqdm(loader, desc=desc, leave=False, disable=not progress, position=position):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(images)
@@ -78,7 +79,7 @@ def evaluation_loader(dataset: ImageDataset, resolution: int, *, batch_size: int
 def evaluate_resolutions(model: nn.Module, dataset: ImageDataset, resolutions: Sequence[int], *,
                          device: torch.device | str = "cpu", batch_size: int = 250, interpolation: str = "bilinear",
                          amp: str = "none", num_workers: int = 0, ctx: DistributedContext | None = None,
-                         progress: bool = False) -> dict[int, EvalResult]:
+                         progress: bool = False, position: int | None = None) -> dict[int, EvalResult]:
     """Evaluate ``model`` on ``dataset`` resized to each of ``resolutions`` (no retraining)."""
     device = torch.device(device)
     for resolution in resolutions:
@@ -88,7 +89,7 @@ def evaluate_resolutions(model: nn.Module, dataset: ImageDataset, resolutions: S
         loader = evaluation_loader(dataset, resolution, batch_size=batch_size, interpolation=interpolation,
                                    num_workers=num_workers, ctx=ctx)
         results[resolution] = evaluate(model, loader, device, amp=amp, ctx=ctx, progress=progress,
-                                       desc=f"eval @{resolution}px")
+                                       desc=f"eval @{resolution}px", position=position)
     return results
 
 

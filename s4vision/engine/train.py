@@ -65,19 +65,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(cfg: ExperimentConfig, *, resume: bool = False) -> TrainResult:
+def train(cfg: ExperimentConfig, *, resume: bool = False, progress_position: int | None = None) -> TrainResult:
     """Train as ``cfg`` says; ``resume=True`` continues from the newest checkpoint in
-    ``cfg.train.output_dir`` (or starts afresh if there is none)."""
+    ``cfg.train.output_dir`` (or starts afresh if there is none). ``progress_position`` is the
+    terminal line of the progress bars, for several trainings running side by side."""
     ctx = init_distributed(cfg.train.device)
     try:
-        return Trainer(cfg, ctx).fit(resume=resume)
+        return Trainer(cfg, ctx, progress_position=progress_position).fit(resume=resume)
     finally:
         cleanup(ctx)
 
 
 class Trainer:
-    def __init__(self, cfg: ExperimentConfig, ctx: DistributedContext | None = None):
+    def __init__(self, cfg: ExperimentConfig, ctx: DistributedContext | None = None,
+                 progress_position: int | None = None):
         self.cfg = cfg
+        self.progress_position = progress_position
         self.ctx = ctx or DistributedContext()
         self.device = self.ctx.device
         if cfg.train.threads:
@@ -256,7 +259,7 @@ class Trainer:
             zero_shot = evaluate_resolutions(self._eval_model(), self.eval_set, cfg.eval.resolutions,
                                              device=self.device, batch_size=cfg.data.eval_batch_size,
                                              interpolation=cfg.data.interpolation, amp=cfg.train.amp, ctx=self.ctx,
-                                             progress=self._show_progress)
+                                             progress=self._show_progress, position=self.progress_position)
         model_file = self.output_dir / "model.safetensors"
         if self.ctx.is_main:
             self._export(model_file, resolution, epoch, step, history, zero_shot)
@@ -283,8 +286,9 @@ class Trainer:
         self.train_data.set_epoch(epoch)
         self.sampler.set_epoch(epoch, start=start_batch * cfg.data.batch_size)
         self.model.train()
-        bar = tqdm(total=self.steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.train.epochs} "
-                   f"@{resolution}px", disable=not self._show_progress, dynamic_ncols=True, leave=False)
+        bar = tqdm(total=self.steps_per_epoch, initial=start_batch,
+                   desc=f"{self.arch} epoch {epoch + 1}/{cfg.train.epochs} @{resolution}px",
+                   disable=not self._show_progress, dynamic_ncols=True, leave=False, position=self.progress_position)
         every = cfg.train.checkpoint_every
         for batch, (images, targets) in enumerate(self.loader, start=start_batch):
             loss, correct = self._train_step(images, targets, step)
@@ -343,7 +347,7 @@ class Trainer:
         if self.ctx.is_main:
             self.logger.log(row)
             held_out = f", held-out {row['eval_top1']:.2f}%" if "eval_top1" in row else ""
-            tqdm.write(f"epoch {epoch + 1}/{self.cfg.train.epochs} @{resolution}px: loss {row['train_loss']:.4f}, "
+            tqdm.write(f"{self.arch} epoch {epoch + 1}/{self.cfg.train.epochs} @{resolution}px: loss {row['train_loss']:.4f}, "
                        f"train {row['train_top1']:.2f}%{held_out} ({seconds:.1f}s)")
         return row
 

@@ -72,8 +72,10 @@ def evaluation_loader(dataset: ImageDataset, resolution: int, *, batch_size: int
                                        interpolation=interpolation)
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     sampler = ResumableSampler(len(dataset), shuffle=False, rank=rank, world_size=world, pad=False)
+    # A private generator: creating the loader's iterator must not draw from the global RNG,
+    # or evaluating during training would change the dropout masks that follow.
     return DataLoader(TransformedDataset(dataset, transform), batch_size=batch_size, sampler=sampler,
-                      num_workers=num_workers)
+                      num_workers=num_workers, generator=torch.Generator())
 
 
 def evaluate_resolutions(model: nn.Module, dataset: ImageDataset, resolutions: Sequence[int], *,

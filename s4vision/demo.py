@@ -106,7 +106,7 @@ def run_demo(models: Sequence[str] = DEFAULT_MODELS, out: str | Path = "outputs/
         "seconds": round(time.perf_counter() - started, 1),
         "machine": f"{platform.machine()}, {cores} cores, {jobs} job(s) x {threads} thread(s), "
                    f"{'CUDA' if jobs == 1 and torch.cuda.is_available() and device != 'cpu' else 'CPU'}",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))

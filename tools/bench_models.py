@@ -1,7 +1,7 @@
 """Benchmark the s4vision backbones next to their timm counterparts, in one run.
 
 For every model and input resolution: parameters, GFLOPs per image and throughput in images/s
-for inference (eval, ``torch.inference_mode``) and training (forward + backward of a
+for inference (eval, ``torch.no_grad``) and training (forward + backward of a
 cross-entropy loss). GFLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``
 (2 FLOPs per multiply-add of matmuls and convolutions). FFTs are *not* counted: CCNN's FlexConv
 runs by FFT, so its figure covers only its pointwise layers; S4ND's separable convolutions run
@@ -72,7 +72,7 @@ def build(name: str, resolution: int) -> torch.nn.Module:
 
 def count_gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
     model.eval()
-    with torch.inference_mode():
+    with torch.no_grad():
         model(x)  # kernels are generated once and cached in eval mode: count the steady state
         counter = FlopCounterMode(display=False)
         with counter:
@@ -103,7 +103,7 @@ def measure(models: Dict[str, torch.nn.Module], resolution: int, args, bar) -> D
 
         def infer(model=model, x=x):
             model.eval()
-            with torch.inference_mode():
+            with torch.no_grad():
                 model(x)
 
         def train(model=model, x=xt, target=target):

@@ -20,7 +20,6 @@ from .zoo import verify_checkpoint
 __all__ = [
     "to_ntuple",
     "conv_nd",
-    "avg_pool_nd",
     "LayerNormNd",
     "PointwiseGLU",
     "ClassifierHeadNd",
@@ -28,10 +27,10 @@ __all__ = [
     "no_weight_decay_names",
     "TrainResolutionMixin",
     "build_backbone",
+    "stochastic_depth_rates",
 ]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_AVG_POOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
 
 def _check_ndim(ndim: int) -> int:
@@ -55,11 +54,6 @@ def to_ntuple(value: Union[int, Sequence[int]], n: int, name: str = "value") -> 
 def conv_nd(ndim: int) -> Type[nn.Module]:
     """``nn.Conv1d``, ``nn.Conv2d`` or ``nn.Conv3d``."""
     return _CONV[_check_ndim(ndim)]
-
-
-def avg_pool_nd(ndim: int) -> Type[nn.Module]:
-    """``nn.AvgPool1d``, ``nn.AvgPool2d`` or ``nn.AvgPool3d``."""
-    return _AVG_POOL[_check_ndim(ndim)]
 
 
 class LayerNormNd(nn.LayerNorm):
@@ -257,8 +251,9 @@ def build_backbone(
     return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg or {}, **kwargs)
 
 
-def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:
-    """Stochastic-depth rates rising linearly over all blocks, split per stage."""
+def stochastic_depth_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:
+    """Stochastic-depth rates rising linearly from 0 to ``drop_path_rate`` over all blocks,
+    split into one list per stage of ``depths`` blocks."""
     total = sum(depths)
     rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
     out, start = [], 0
@@ -266,9 +261,3 @@ def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[f
         out.append(rates[start:start + d])
         start += d
     return out
-
-
-def pool_size_for(size: Sequence[int], stride: Union[int, Sequence[int]]) -> Tuple[int, ...]:
-    """Feature-map size after a total stride (floor division per axis)."""
-    stride = to_ntuple(stride, len(size), "stride")
-    return tuple(max(s // r, 1) for s, r in zip(size, stride))

@@ -35,6 +35,7 @@ from ._builder import (
     conv_nd,
     init_weights_outside,
     no_weight_decay_names,
+    stochastic_depth_rates,
     to_ntuple,
 )
 
@@ -151,7 +152,7 @@ class CCNN(TrainResolutionMixin, nn.Module):
         )
         norm = _norm_layer(norm_layer, ndim, norm_eps)
         self.stem = CCNNStem(in_chans, hidden, conv_layer, norm, grid)
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        (rates,) = stochastic_depth_rates(drop_path_rate, [depth])
         self.blocks = nn.Sequential(*[
             CCNNBlock(hidden, conv_layer, norm, ndim, grid, proj_drop=proj_drop_rate, drop_path=rates[i])
             for i in range(depth)

@@ -24,7 +24,8 @@ Every S4ND layer keeps the grid it was built for (``l_max``, derived from ``img_
 same extent: the models accept any input size of at least 32 (the total stride; sizes that are
 not multiples of a stride are floored by the pooling, as in ConvNeXt) and give consistent outputs
 across resolutions. The SSM steps start in the paper's range ``dt_min=0.1, dt_max=1.0`` (per sample
-of each layer's reference grid).
+of each layer's reference grid); unlike the paper, SSM modes above the Nyquist frequency of the
+reference grid are dropped by default (``bandlimit=1.0``; ``bandlimit=0`` keeps them).
 """
 from __future__ import annotations
 
@@ -49,9 +50,9 @@ from ._builder import (
     TrainResolutionMixin,
     build_backbone,
     conv_nd,
-    drop_path_rates,
     init_weights_outside,
     no_weight_decay_names,
+    stochastic_depth_rates,
     to_ntuple,
 )
 
@@ -294,8 +295,12 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
         stem_type: ``"s4nd"`` (the paper's S4ND patch stem) or ``"patch"`` (strided conv).
         stem_chs: channels of the S4ND stem before its pooling.
         downsample_type: ``"s4nd"`` (S4ND, pool, pointwise GLU) or ``"conv"`` (strided conv).
-        d_state, kernel, bandlimit: S4ND state size, kernel family (``"s4d"``/``"s4"``) and
-            anti-aliasing band limit.
+        d_state, kernel: S4ND state size and kernel family (``"s4d"``/``"s4"``).
+        bandlimit: S4ND drops the SSM modes at or above ``bandlimit / 2`` cycles per reference
+            sample. The default 1.0 is the Nyquist frequency of each layer's reference grid: the
+            modes dropped alias at the training resolution and would mean something else at any
+            other (this halves the logit change at 2x resolution, see the tests). 0 keeps every
+            mode, as the paper did.
         dt_min, dt_max: initial range of the S4ND steps (the paper's 0.1 and 1.0).
         s4nd_kwargs: further keyword arguments for every S4ND layer (e.g. ``init``, ``lr``); they
             take precedence over the arguments above.
@@ -320,7 +325,7 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
         downsample_type: str = "s4nd",
         d_state: int = 64,
         kernel: str = "s4d",
-        bandlimit: Optional[float] = None,
+        bandlimit: Optional[float] = 1.0,
         dt_min: float = 0.1,
         dt_max: float = 1.0,
         s4nd_kwargs: Optional[Dict[str, Any]] = None,
@@ -364,8 +369,8 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
         self._init_train_resolution(grid, device=device)
 
         mixer_layer = partial(S4ND, **{
-            **dict(ndim=ndim, d_state=d_state, kernel=kernel, bidirectional=True, channels=1, bandlimit=bandlimit,
-                   dt_min=dt_min, dt_max=dt_max),
+            **dict(ndim=ndim, d_state=d_state, kernel=kernel, bidirectional=True, channels=1,
+                   bandlimit=bandlimit or None, dt_min=dt_min, dt_max=dt_max),
             **(s4nd_kwargs or {}),
             "out_proj": False,  # the block's MLP follows: S4ND stands in for a depthwise conv
         })
@@ -377,7 +382,7 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
 
         grid = tuple(max(g // p, 1) for g, p in zip(grid, patch_size))
         reduction = patch_size
-        dp_rates = drop_path_rates(drop_path_rate, depths)
+        dp_rates = stochastic_depth_rates(drop_path_rate, depths)
         stages, self.feature_info = [], []
         prev_chs = dims[0]
         for i in range(4):

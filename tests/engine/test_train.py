@@ -133,3 +133,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     _assert_same_weights(_weights(run / "model.safetensors"), _weights(reference / "model.safetensors"))
     with open(run / "log.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+
+
+def test_bf16_autocast_on_cpu_and_fp16_refused(tmp_path):
+    result = train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=5", "train.amp=bf16"))
+    weights = _weights(result.model_file)
+    assert all(torch.isfinite(w).all() and w.dtype == torch.float32 for w in weights.values())
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        train(_cfg(tmp_path, "train.amp=fp16", name="fp16"))

@@ -426,10 +426,6 @@ def test_wrong_input_rank_is_a_clear_error(built):
         built["s4nd_iso_micro"](torch.randn(2, 1, 1, 14, 14))
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "known bug outside the models: under inference_mode, S4ND's band-limited C is an inference "
-    "tensor that functional_call puts into the SSM generator, whose EvalKernelCache then reads "
-    "its _version (s4vision/kernels/cache.py). Remove this mark when fixed."))
 def test_inference_mode_forward_with_band_limited_s4nd():
     model = _create("s4nd_iso_micro").eval()
     x = _input("s4nd_iso_micro", batch=1)

@@ -26,7 +26,8 @@ class EvalKernelCache:
         self._entries.clear()
 
     def __call__(self, module: nn.Module, key: Hashable, fn: Callable[[], object]):
-        if module.training or torch.is_grad_enabled() or torch.is_inference_mode_enabled() or torch.compiler.is_compiling():
+        # is_compiling first: dynamo cannot trace is_inference_mode_enabled.
+        if torch.compiler.is_compiling() or module.training or torch.is_grad_enabled() or torch.is_inference_mode_enabled():
             self._entries.clear()
             return fn()
         version = tuple((p.data_ptr(), p._version) for p in module.parameters())

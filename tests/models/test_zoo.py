@@ -34,6 +34,7 @@ def test_entry_is_complete_small_and_intact(entry):
     assert sha256sum(path) == entry["sha256"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ENTRIES, ids=_id)
 def test_checkpoint_reproduces_its_recorded_accuracy(entry):
     torch.set_num_threads(2)

@@ -16,7 +16,6 @@ Names understood by :func:`create_image_dataset`:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable, Sequence

@@ -19,7 +19,7 @@ device's peak memory bandwidth (``--peak-gbs``, else looked up from the device n
 
     python tools/bench_scan.py                         # CPU: loop, torch, assoc_scan
     python tools/bench_scan.py --device cuda --no-compile
-    python tools/bench_scan.py --lengths 1024 4096 --dtypes float32 --out bench_scan_small.json
+    python tools/bench_scan.py --lengths 1024 4096 --dtypes float32 --a-kinds const --out bench_scan_small.json
 """
 from __future__ import annotations
 
@@ -67,8 +67,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=1024, help="independent rows (batch x channels)")
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     p.add_argument("--dtypes", nargs="+", default=["float32", "complex64"], choices=sorted(DTYPES))
-    p.add_argument("--a-kind", choices=["full", "const"], default="full",
-                   help="a of shape (rows, L) or (rows, 1): constant in time, as in S4 streaming")
+    p.add_argument("--a-kinds", nargs="+", choices=["full", "const"], default=["full", "const"],
+                   help="a of shape (rows, L), and/or (rows, 1): constant in time, as in S4 streaming")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median reported)")
     p.add_argument("--loop-steps", type=int, default=4096, help="longest sequence the loop is timed on")
@@ -79,6 +79,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="cpu: this process's CPU time (with --threads 1, what an idle machine's wall clock "
                         "would show; robust when other jobs share the cores). CPU device only")
     p.add_argument("--out", default="bench_scan.json", help="JSON results path")
+    p.add_argument("--plot", default="bench_scan.png", help="PNG of time against L ('' to skip)")
     return p.parse_args(argv)
 
 
@@ -184,6 +185,49 @@ def bench_one(method: str, a: torch.Tensor, b: torch.Tensor, args, device) -> di
     return record
 
 
+def print_table(results: list[dict], args, device: torch.device) -> None:
+    """One line per measurement; adds ``speedup_vs_loop`` to each record."""
+    loop_time = {(r["a_kind"], r["dtype"], r["length"]): r["seconds"] for r in results if r["method"] == "loop"}
+    header = (f"{'a':<6} {'dtype':<10} {'L':>6} {'method':<19} {'time ms':>10} {'Melem/s':>9} {'vs loop':>8} "
+              f"{'GB/s':>7} {'of peak':>8}  note")
+    print(f"\nlinear_scan, {args.rows} rows, {args.clock} clock, device: {machine_description(device)}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        lead = f"{r['a_kind']:<6} {r['dtype']:<10} {r['length']:>6} {r['method']:<19}"
+        if r["seconds"] is None:
+            print(f"{lead} {'-':>10} {'-':>9} {'-':>8} {'-':>7} {'-':>8}  {r['note']}")
+            continue
+        loop = loop_time.get((r["a_kind"], r["dtype"], r["length"]))
+        r["speedup_vs_loop"] = loop / r["seconds"] if loop else None
+        speedup = f"{r['speedup_vs_loop']:.1f}x" if loop else "-"
+        fraction = f"{100 * r['peak_fraction']:.1f}%" if r.get("peak_fraction") else "-"
+        print(f"{lead} {1e3 * r['seconds']:>10.2f} {r['elements_per_s'] / 1e6:>9.1f} {speedup:>8} "
+              f"{r['gb_per_s']:>7.2f} {fraction:>8}  {r['note']}")
+
+
+def plot(results: list[dict], path: str) -> None:
+    """Time against L, one panel per (a kind, dtype), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["a_kind"], r["dtype"]) for r in results})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (a_kind, dtype) in zip(axes[0], panels):
+        rows = [r for r in results if (r["a_kind"], r["dtype"]) == (a_kind, dtype) and r["seconds"]]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            points = [(r["length"], 1e3 * r["seconds"]) for r in rows if r["method"] == method]
+            ax.plot(*zip(*points), marker="o", label=method)
+        ax.set(xscale="log", yscale="log", xlabel="L", ylabel="ms", title=f"a {a_kind}, {dtype}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -200,16 +244,16 @@ def main(argv: Optional[list[str]] = None) -> None:
         methods.append("triton")
 
     results = []
-    jobs = [(d, L, m) for d in args.dtypes for L in args.lengths for m in methods]
+    jobs = [(k, d, L, m) for k in args.a_kinds for d in args.dtypes for L in args.lengths for m in methods]
     inputs = {}
-    for dtype_name, length, method in tqdm(jobs, desc="bench_scan", unit="run"):
-        key = (dtype_name, length)
+    for a_kind, dtype_name, length, method in tqdm(jobs, desc="bench_scan", unit="run"):
+        key = (a_kind, dtype_name, length)
         if key not in inputs:
             inputs.clear()
-            inputs[key] = make_inputs(args.rows, length, DTYPES[dtype_name], args.a_kind, device)
+            inputs[key] = make_inputs(args.rows, length, DTYPES[dtype_name], a_kind, device)
         a, b = inputs[key]
         record = bench_one(method, a, b, args, device)
-        record.update(dtype=dtype_name, length=length, rows=args.rows, a_kind=args.a_kind)
+        record.update(dtype=dtype_name, length=length, rows=args.rows, a_kind=a_kind)
         if record["seconds"]:
             elements = args.rows * length
             moved = a.numel() * a.element_size() + 2 * b.numel() * b.element_size()  # read a, b; write h
@@ -218,22 +262,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             record["peak_fraction"] = record["gb_per_s"] / peak if peak else None
         results.append(record)
 
-    loop_time = {(r["dtype"], r["length"]): r["seconds"] for r in results if r["method"] == "loop"}
-    header = f"{'dtype':<10} {'L':>6} {'method':<19} {'time ms':>10} {'Melem/s':>9} {'vs loop':>8} {'GB/s':>7} {'of peak':>8}  note"
-    print(f"\nlinear_scan, {args.rows} rows, a {args.a_kind}, {args.clock} clock, device: {machine_description(device)}")
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        if r["seconds"] is None:
-            print(f"{r['dtype']:<10} {r['length']:>6} {r['method']:<19} {'-':>10} {'-':>9} {'-':>8} {'-':>7} {'-':>8}  {r['note']}")
-            continue
-        speedup = loop_time.get((r["dtype"], r["length"]))
-        r["speedup_vs_loop"] = speedup / r["seconds"] if speedup else None
-        fraction = f"{100 * r['peak_fraction']:.1f}%" if r.get("peak_fraction") else "-"
-        print(
-            f"{r['dtype']:<10} {r['length']:>6} {r['method']:<19} {1e3 * r['seconds']:>10.2f} "
-            f"{r['elements_per_s'] / 1e6:>9.1f} {r['speedup_vs_loop']:>7.1f}x {r['gb_per_s']:>7.2f} {fraction:>8}  {r['note']}"
-        )
+    print_table(results, args, device)
+    if args.plot:
+        plot(results, args.plot)
+        print(f"wrote {args.plot}")
 
     meta = {
         "device": machine_description(device),

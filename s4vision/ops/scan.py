@@ -9,7 +9,9 @@ Three interchangeable backends compute the same thing:
   finds every chunk's end state from a zero start, a recursive scan over the chunks turns those
   into the true state entering each chunk, and a second sweep recomputes the chunk from it.
   Nothing is divided by a cumulative product of ``a``, so the result stays finite and accurate for
-  any length when ``|a| <= 1``.
+  any length when ``|a| <= 1``. When ``a`` is constant in time (S4's case) and the sequence is
+  long, a chunk's states are instead one small matrix product with the Toeplitz matrix of powers
+  of ``a``, read straight from the natural layout (no layout copies), which BLAS runs near its peak.
 - ``"triton"``: a Triton kernel (``_scan_triton.py``), ``tl.associative_scan`` over chunks with
   the carry passed between chunks inside the program. On CPU it runs only under the Triton
   interpreter (``TRITON_INTERPRET=1`` set before ``triton`` is imported).
@@ -40,6 +42,12 @@ _COMPLEX_DTYPES = (torch.complex64, torch.complex128)
 _MAX_CHUNK = 64
 _BLOCK_ELEMS = 1 << 20
 _MIN_CHUNKED_LEN = 32
+# Constant decay: steps per chunk of the Toeplitz-matmul path (complex: 8, a real product of
+# width 16), and the fewest chunks per row for which one (n, c) @ (c, c) product per row beats
+# the chunk-major sweeps.
+_TOEPLITZ_CHUNK = 16
+_TOEPLITZ_CHUNK_COMPLEX = 8
+_MIN_TOEPLITZ_CHUNKS = 64
 
 
 def linear_scan(
@@ -168,6 +176,10 @@ def _scan_loop(a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], rev
 
 def _scan_torch(a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reverse: bool) -> torch.Tensor:
     out = torch.empty(b.shape, dtype=b.dtype, device=b.device)
+    if _takes_toeplitz_path(a, b):
+        # One pass through memory with no scratch buffer: nothing to gain from batch blocks.
+        _toeplitz_scan_into(a, b, h0, reverse, out)
+        return out
     # Work through the batch in blocks that share one scratch buffer: it stays in cache, and a
     # fresh full-size buffer would cost a page fault per 4 KiB on first touch.
     scratch = None
@@ -220,6 +232,9 @@ def _chunked_scan_into(
     if length < _MIN_CHUNKED_LEN:
         _sequential_scan_into(a, b, h0, reverse, out)
         return
+    if _takes_toeplitz_path(a, b):
+        _toeplitz_scan_into(a, b, h0, reverse, out)
+        return
     chunk = min(_MAX_CHUNK, 1 << (math.isqrt(length).bit_length() - 1))
     n_chunks = length // chunk
     n_main = n_chunks * chunk
@@ -246,14 +261,7 @@ def _chunked_scan_into(
         decay = a[..., main].unflatten(-1, (n_chunks, chunk)).prod(dim=-1)
     else:
         decay = _power(a, chunk)
-    chunk_end = torch.empty_like(local_end)
-    _chunked_scan_into(decay, local_end, h0, reverse, chunk_end)
-    carry = torch.empty_like(local_end)  # state entering each chunk
-    if reverse:
-        carry[..., :-1] = chunk_end[..., 1:]
-    else:
-        carry[..., 1:] = chunk_end[..., :-1]
-    carry[..., -1 if reverse else 0] = 0 if h0 is None else h0
+    carry = _chunk_carries(decay, local_end, h0, reverse)
 
     # Sweep 2: recompute each chunk from its true starting state.
     prev = carry
@@ -262,10 +270,108 @@ def _chunked_scan_into(
         prev = h_steps[j]
     _from_chunk_major(h_cm, out[..., main])
 
-    if n_main < length:  # the leftover steps continue from the boundary state
-        rest = slice(0, length - n_main) if reverse else slice(n_main, length)
-        boundary = out[..., length - n_main] if reverse else out[..., n_main - 1]
-        _sequential_scan_into(a[..., rest] if varying else a, b[..., rest], boundary, reverse, out[..., rest])
+    _scan_tail_into(a, b, reverse, out, n_main)
+
+
+def _chunk_carries(
+    decay: torch.Tensor, local_end: torch.Tensor, h0: Optional[torch.Tensor], reverse: bool
+) -> torch.Tensor:
+    """The state entering each chunk ``(..., n)``, given the map ``s -> decay[k] * s + local_end[k]``
+    that chunk ``k`` applies to the state entering it: a scan over chunks, shifted by one."""
+    chunk_end = torch.empty(local_end.shape, dtype=local_end.dtype, device=local_end.device)
+    _chunked_scan_into(decay, local_end, h0, reverse, chunk_end)
+    carry = torch.empty_like(chunk_end)
+    if reverse:
+        carry[..., :-1] = chunk_end[..., 1:]
+    else:
+        carry[..., 1:] = chunk_end[..., :-1]
+    carry[..., -1 if reverse else 0] = 0 if h0 is None else h0
+    return carry
+
+
+def _scan_tail_into(a: torch.Tensor, b: torch.Tensor, reverse: bool, out: torch.Tensor, n_main: int) -> None:
+    """Finish the steps after the whole chunks (before them when reverse), from the boundary state."""
+    length = b.shape[-1]
+    if n_main == length:
+        return
+    rest = slice(0, length - n_main) if reverse else slice(n_main, length)
+    boundary = out[..., length - n_main] if reverse else out[..., n_main - 1]
+    _sequential_scan_into(a[..., rest] if a.shape[-1] != 1 else a, b[..., rest], boundary, reverse, out[..., rest])
+
+
+def _toeplitz_chunk(dtype: torch.dtype) -> int:
+    return _TOEPLITZ_CHUNK_COMPLEX if dtype.is_complex else _TOEPLITZ_CHUNK
+
+
+def _takes_toeplitz_path(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape[-1] == 1 and b.shape[-1] >= _toeplitz_chunk(b.dtype) * _MIN_TOEPLITZ_CHUNKS
+
+
+def _toeplitz_scan_into(
+    a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reverse: bool, out: torch.Tensor
+) -> None:
+    """Scan with a decay constant in time, ``a (..., 1)``, written into the contiguous ``out (..., L)``.
+
+    With ``a`` fixed, the state a chunk of ``c`` steps builds from zero is a matrix product:
+    ``local[k, i] = sum_j b[k, j] * a ** (i - j)`` over ``j <= i`` (``j >= i`` when reverse), one
+    ``(n, c) @ (c, c)`` product per row straight from the natural layout, with no copy into
+    chunk-major order. The state entering chunk ``k`` then adds ``a ** (i + 1) * carry[k]``
+    (``a ** (c - i)`` when reverse), and the carries are a scan over the chunks' end states with
+    decay ``a ** c``. A non-finite ``b`` poisons its whole chunk (0 * inf) rather than only the
+    steps after it.
+    """
+    length, chunk = b.shape[-1], _toeplitz_chunk(b.dtype)
+    n_chunks = length // chunk
+    n_main = n_chunks * chunk
+    main = slice(length - n_main, length) if reverse else slice(0, n_main)
+
+    powers = _powers(a, chunk)  # (..., c + 1): a ** 0 .. a ** c
+    transfer = _toeplitz_transfer(powers[..., :chunk], reverse)  # (..., c, c)
+    local = out[..., main].unflatten(-1, (n_chunks, chunk))
+    _matmul_into(b[..., main].unflatten(-1, (n_chunks, chunk)), transfer, local)
+
+    ends = local[..., 0] if reverse else local[..., -1]  # (..., n): each chunk's state from zero
+    carry = _chunk_carries(powers[..., chunk:], ends, h0, reverse)
+    entry_decay = powers[..., 1:].flip(-1) if reverse else powers[..., 1:]
+    local.addcmul_(entry_decay.unsqueeze(-2), carry.unsqueeze(-1))
+
+    _scan_tail_into(a, b, reverse, out, n_main)
+
+
+def _matmul_into(x: torch.Tensor, matrix: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = x @ matrix`` for ``x (..., n, c)``, ``matrix (..., c, c)``.
+
+    complex64 runs as a real product of twice the width on the interleaved (re, im) view: with
+    ``matrix = R + iI``, the real matrix has blocks ``[[R, I], [-I, R]]``. CPU BLAS runs it about
+    twice as fast as the complex product.
+    """
+    if x.dtype == torch.complex64 and x.stride(-1) == 1 and out.stride(-1) == 1:
+        x, out = torch.view_as_real(x).flatten(-2), torch.view_as_real(out).flatten(-2)
+        re, im = matrix.real, matrix.imag
+        # (..., c_in, 2 (re/im in), c_out, 2 (re/im out))
+        matrix = torch.stack([torch.stack([re, im], dim=-1), torch.stack([-im, re], dim=-1)], dim=-3)
+        matrix = matrix.flatten(-4, -3).flatten(-2)
+    if out.is_contiguous():
+        torch.matmul(x, matrix, out=out)
+    else:  # e.g. a tail of leftover steps follows each row
+        out.copy_(torch.matmul(x, matrix))
+
+
+def _powers(a: torch.Tensor, n: int) -> torch.Tensor:
+    """``a (..., 1)`` -> ``(..., n + 1)``: ``a ** 0, a ** 1, ..., a ** n`` (exact zeros for ``a = 0``)."""
+    return torch.cat([torch.ones_like(a), a.expand(a.shape[:-1] + (n,))], dim=-1).cumprod(dim=-1)
+
+
+def _toeplitz_transfer(powers: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """``powers (..., c)`` of ``a`` -> ``T (..., c, c)`` with ``T[j, i] = a ** (i - j)`` for ``i >= j``
+    and 0 elsewhere (``a ** (j - i)`` for ``j >= i`` when reverse), so that a chunk's states from
+    zero are ``b_chunk @ T``."""
+    chunk = powers.shape[-1]
+    # padded[m] = a ** (m - c + 1) for m >= c - 1, else 0. Window w of it, padded[w : w + c], is
+    # row j = c - 1 - w of T: hence the flip.
+    padded = torch.cat([torch.zeros_like(powers[..., 1:]), powers], dim=-1)
+    transfer = padded.unfold(-1, chunk, 1).flip(-2)
+    return transfer.transpose(-1, -2) if reverse else transfer
 
 
 def _sequential_scan_into(

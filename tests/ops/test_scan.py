@@ -152,6 +152,56 @@ def test_torch_backend_in_batch_blocks(monkeypatch, length, a_kind, reverse):
     assert_matches_loop(a, b, h0, reverse, "torch", 1e-10)
 
 
+@pytest.fixture
+def toeplitz_calls(monkeypatch):
+    """Counts calls of the constant-decay (Toeplitz matmul) path, so a test can require it ran."""
+    calls = []
+    original = scan_module._toeplitz_scan_into
+
+    def counting(*args):
+        calls.append(args[1].shape)
+        return original(*args)
+
+    monkeypatch.setattr(scan_module, "_toeplitz_scan_into", counting)
+    return calls
+
+
+@pytest.mark.parametrize("length", [1024, 1037])  # whole chunks / a tail of leftover steps
+@pytest.mark.parametrize("dtype", DOUBLE)
+@pytest.mark.parametrize("with_h0", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_toeplitz_path_matches_loop(toeplitz_calls, length, dtype, with_h0, reverse):
+    """Constant a (H, N, 1) against b (B, H, N, L): a broadcast over the batch inside the matmul."""
+    a, b, h0 = make_inputs("const", length, dtype, with_h0, batch=(2, 3, 2))
+    assert_matches_loop(a, b, h0, reverse, "torch", 1e-10)
+    assert toeplitz_calls, "the constant-decay path was not taken"
+
+
+@pytest.mark.parametrize("length", [512, 600])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_toeplitz_path_recursing_on_chunk_ends(monkeypatch, toeplitz_calls, length, reverse):
+    """With 2 chunks enough, the scan over chunk ends (L / 8 of them) takes the path again."""
+    monkeypatch.setattr(scan_module, "_MIN_TOEPLITZ_CHUNKS", 2)
+    a, b, h0 = make_inputs("const", length, torch.complex128, with_h0=True, batch=(1, 2, 3))
+    torch.testing.assert_close(linear_scan(a, b, h0, reverse=reverse, backend="torch"),
+                               reference_scan(a, b, h0, reverse), rtol=1e-12, atol=1e-12)
+    assert len(toeplitz_calls) == 2 and toeplitz_calls[1][-1] == length // scan_module._TOEPLITZ_CHUNK_COMPLEX
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -1.0])
+def test_toeplitz_path_edge_decays(toeplitz_calls, value):
+    """a = 0 keeps b (exact zeros in the powers), a = +-1 is a (signed) running sum."""
+    b = torch.randn(3, 2048, dtype=torch.float64)
+    a = torch.full((3, 1), value, dtype=torch.float64)
+    h = linear_scan(a, b, backend="torch")
+    if value == 0.0:
+        torch.testing.assert_close(h, b, rtol=0, atol=0)
+    else:
+        signs = value ** torch.arange(2048, dtype=torch.float64)  # h[t] = s^t * cumsum(s^-k b[k])
+        torch.testing.assert_close(h, signs * torch.cumsum(b * signs, dim=-1), rtol=1e-12, atol=1e-10)
+    assert toeplitz_calls
+
+
 @pytest.mark.parametrize("length", [1, 5, 40])
 @pytest.mark.parametrize("dtype", DOUBLE)
 @pytest.mark.parametrize("reverse", [False, True])
@@ -246,6 +296,26 @@ def test_torch_backend_million_steps_stays_finite_and_accurate(dtype):
     # The reverse scan of the flipped sequence is the flipped forward scan.
     h_rev = linear_scan(a.flip(-1), b.flip(-1), h0, reverse=True, backend="torch")
     torch.testing.assert_close(h_rev.flip(-1), h, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", SINGLE)
+def test_torch_backend_million_steps_constant_decay(dtype, toeplitz_calls):
+    """The S4 case at length 2^20: a constant in time, |a| = 0.9999, one row at a = 0."""
+    length = 1 << 20
+    gen = torch.Generator().manual_seed(2)
+    a = torch.tensor([[0.9999], [0.0], [0.37]])
+    b = torch.randn(3, length, generator=gen)
+    h0 = torch.randn(3, generator=gen)
+    if dtype.is_complex:
+        a = a * torch.exp(1j * torch.tensor([[0.01], [0.0], [2.0]]))
+        b, h0 = b + 1j * torch.randn(3, length, generator=gen), h0 - 1j
+    a, b, h0 = a.to(dtype), b.to(dtype), h0.to(dtype)
+    h = linear_scan(a, b, h0, backend="torch")
+    assert toeplitz_calls
+    assert torch.isfinite(torch.view_as_real(h) if h.is_complex() else h).all()
+    expected = last_states_float64(a.expand(3, 64), b[..., -64:], h[..., -65], 5)
+    torch.testing.assert_close(h[..., -5:].to(expected.dtype), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(h[1], b[1], rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- errors

@@ -38,6 +38,23 @@ def _epilog(text: str) -> str:
     return "examples:\n" + textwrap.indent(textwrap.dedent(text).strip(), "  ")
 
 
+def _add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    summary: str,
+    description: str,
+    examples: str,
+    func: Callable[[argparse.Namespace], int] | None = None,
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` (``summary``: its line in the parent's help) with the shared
+    formatter and an ``examples:`` epilog; ``func`` (if given) is what ``main`` runs for it."""
+    p = sub.add_parser(name, help=summary, formatter_class=_formatter, description=description,
+                       epilog=_epilog(examples))
+    if func is not None:
+        p.set_defaults(func=func)
+    return p
+
+
 # -- train --------------------------------------------------------------------------------------
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -58,23 +75,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train", help="train a model from a YAML config", formatter_class=_formatter,
+    p = _add_command(
+        sub, "train", "train a model from a YAML config", func=_cmd_train,
         description="Train a classifier. CONFIG is a YAML file (or the name of one in configs/); "
                     "key=value arguments override its entries (OmegaConf dot-list syntax). "
                     "Run with torchrun for several processes (DistributedDataParallel).",
-        epilog=_epilog("""
+        examples="""
             s4vision train configs/mnist5k_s4nd_iso_micro.yaml
             s4vision train mnist5k_s4nd_iso_micro train.epochs=3 optim.lr=1e-3
             s4vision train mnist5k_s4nd_iso_micro 'train.progressive=[[0,10],[3,14]]'
             s4vision train mnist5k_s4nd_iso_micro train.output_dir=runs/a --resume   # after a crash
             torchrun --nproc_per_node=2 -m s4vision.cli train mnist5k_s4nd_iso_micro
-        """))
+        """)
     p.add_argument("config", help="YAML config file or name in configs/")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=3")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in train.output_dir, to the batch")
-    p.set_defaults(func=_cmd_train)
 
 
 # -- eval ---------------------------------------------------------------------------------------
@@ -99,16 +115,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval", help="evaluate a checkpoint at several resolutions (zero-shot)", formatter_class=_formatter,
+    p = _add_command(
+        sub, "eval", "evaluate a checkpoint at several resolutions (zero-shot)", func=_cmd_eval,
         description="Evaluate CHECKPOINT (a .safetensors file, a run directory, or a pretrained name "
                     "such as s4nd_iso_micro.mnist5k) on a held-out split at each resolution, without "
                     "retraining. The architecture and dataset are read from the checkpoint.",
-        epilog=_epilog("""
+        examples="""
             s4vision eval runs/mnist5k_s4nd_iso_micro/model.safetensors --resolutions 14 28 56
             s4vision eval s4nd_iso_micro.mnist5k --resolutions 7 14 28 56 --json acc.json
             s4vision eval my.safetensors --model resnet10t --dataset digits --resolutions 8 16
-        """))
+        """)
     p.add_argument("checkpoint")
     p.add_argument("--resolutions", type=int, nargs="+", required=True, metavar="N", help="test resolutions in pixels")
     p.add_argument("--dataset", help="dataset name (default: the one the checkpoint was trained on)")
@@ -121,7 +137,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="resampling filter (antialiased) used to reach each resolution")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=_cmd_eval)
 
 
 # -- sweep --------------------------------------------------------------------------------------
@@ -140,17 +155,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sweep", help="train-resolution x test-resolution accuracy table for several models",
-        formatter_class=_formatter,
+    p = _add_command(
+        sub, "sweep", "train-resolution x test-resolution accuracy table for several models", func=_cmd_sweep,
         description="Train each model at each training resolution (from --config plus overrides) and "
                     "evaluate every result at each test resolution; prints one table per model and "
                     "writes OUT/sweep.json.",
-        epilog=_epilog("""
+        examples="""
             s4vision sweep train.epochs=2
             s4vision sweep --models s4nd_iso_micro conv2d_iso_micro --train-resolutions 7 14 \\
                 --test-resolutions 7 14 28 56 --out outputs/sweep train.epochs=4
-        """))
+        """)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     p.add_argument("--config", default="mnist5k_s4nd_iso_micro",
                    help="base YAML config (default: mnist5k_s4nd_iso_micro)")
@@ -159,7 +173,6 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-resolutions", type=int, nargs="+", default=[7, 14, 28, 56], metavar="N")
     p.add_argument("--out", default="outputs/sweep", help="output directory (default: outputs/sweep)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs and resume interrupted ones")
-    p.set_defaults(func=_cmd_sweep)
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -179,12 +192,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the registered s4vision models with parameter counts",
-                       formatter_class=_formatter,
-                       description="List the timm models s4vision registers, their parameter counts "
-                                   "(default constructor arguments) and pretrained tags.",
-                       epilog=_epilog("s4vision models"))
-    p.set_defaults(func=_cmd_models)
+    _add_command(sub, "models", "list the registered s4vision models with parameter counts", func=_cmd_models,
+                 description="List the timm models s4vision registers, their parameter counts "
+                             "(default constructor arguments) and pretrained tags.",
+                 examples="s4vision models")
 
 
 # -- video --------------------------------------------------------------------------------------
@@ -214,23 +225,22 @@ def _cmd_make_benchmark(args: argparse.Namespace) -> int:
 
 
 def _add_video(sub: argparse._SubParsersAction) -> None:
-    video = sub.add_parser("video", help="video tools: feature extraction, benchmark generation",
-                           formatter_class=_formatter,
-                           description="Video tools. See 's4vision video COMMAND --help'.",
-                           epilog=_epilog("""
-                               s4vision video make-benchmark data/lrmnist --num-videos 200 --num-frames 256
-                               s4vision video extract-features data/lrmnist/train.csv feats/ --num-frames 64
-                           """))
+    video = _add_command(sub, "video", "video tools: feature extraction, benchmark generation",
+                         description="Video tools. See 's4vision video COMMAND --help'.",
+                         examples="""
+                             s4vision video make-benchmark data/lrmnist --num-videos 200 --num-frames 256
+                             s4vision video extract-features data/lrmnist/train.csv feats/ --num-frames 64
+                         """)
     vsub = video.add_subparsers(dest="video_command", metavar="COMMAND", required=True)
 
-    p = vsub.add_parser(
-        "extract-features", help="cache per-frame features of a timm image model", formatter_class=_formatter,
+    p = _add_command(
+        vsub, "extract-features", "cache per-frame features of a timm image model", func=_cmd_extract_features,
         description="Run a timm image model over the frames of every video (an annotation CSV or a "
                     "directory searched recursively) and cache (T, D) features per video in OUT_DIR.",
-        epilog=_epilog("""
+        examples="""
             s4vision video extract-features data/lrmnist/train.csv feats/train --model resnet18 --num-frames 64
             s4vision video extract-features videos/ feats/ --fps 2 --size 224 --checkpoint w.safetensors
-        """))
+        """)
     p.add_argument("annotation_or_dir")
     p.add_argument("out_dir")
     p.add_argument("--model", default="vit_tiny_patch16_224", help="timm model name")
@@ -243,16 +253,15 @@ def _add_video(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, nargs="+", metavar="N", help="short side, or height width")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-resume", action="store_true", help="recompute features already cached")
-    p.set_defaults(func=_cmd_extract_features)
 
-    p = vsub.add_parser(
-        "make-benchmark", help="write the long-range moving-MNIST video benchmark", formatter_class=_formatter,
+    p = _add_command(
+        vsub, "make-benchmark", "write the long-range moving-MNIST video benchmark", func=_cmd_make_benchmark,
         description="Write mp4 clips whose label is (first digit + last digit) % 10, with distractor "
                     "digits in between, plus OUT_DIR/<split>.csv annotations.",
-        epilog=_epilog("""
+        examples="""
             s4vision video make-benchmark data/lrmnist --num-videos 200 --num-frames 256
             s4vision video make-benchmark data/lrmnist --num-videos 50 --num-frames 1024 --split test --seed 1
-        """))
+        """)
     p.add_argument("out_dir")
     p.add_argument("--num-videos", type=int, required=True)
     p.add_argument("--num-frames", type=int, required=True)
@@ -261,7 +270,6 @@ def _add_video(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-seconds", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", nargs="+", default=["train"], help="one or more splits (default: train)")
-    p.set_defaults(func=_cmd_make_benchmark)
 
 
 # -- entry point --------------------------------------------------------------------------------

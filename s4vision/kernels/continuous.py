@@ -25,6 +25,8 @@ import math
 import torch
 from torch import nn
 
+from .._checks import check_choice
+
 __all__ = ["KernelNet", "MAGNet", "GaborNet", "SIREN", "RFFMLP", "KERNEL_NETS", "kernel_net"]
 
 
@@ -201,8 +203,7 @@ def kernel_net(
 ) -> KernelNet:
     """Build a kernel net by name: ``"magnet"``, ``"gabor"`` (single layer: ``depth`` is
     ignored), ``"siren"`` or ``"mlp"``."""
-    if name not in KERNEL_NETS:
-        raise ValueError(f"unknown kernel net {name!r}; valid: {', '.join(KERNEL_NETS)}")
+    check_choice("kernel net", name, KERNEL_NETS)
     if name == "gabor":
         return GaborNet(in_dim, out_dim, hidden=hidden, bandwidth=bandwidth)
     return KERNEL_NETS[name](in_dim, out_dim, hidden=hidden, depth=depth, bandwidth=bandwidth)

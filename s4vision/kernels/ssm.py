@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._checks import check_choice, check_positive_int
 from .cache import EvalKernelCache
 from .hippo import DIAGONAL_INITS, MEASURES, diagonal_init, dplr_init
 
@@ -122,11 +123,6 @@ def _complex(p: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(p.contiguous())
 
 
-def _check_positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def _check_rate(rate: float) -> float:
     rate = float(rate)
     if not math.isfinite(rate) or rate <= 0:
@@ -161,13 +157,12 @@ class SSMKernelBase(nn.Module):
         lr: float | None = None,
     ) -> None:
         super().__init__()
-        _check_positive_int("d_model", d_model)
-        _check_positive_int("d_state", d_state)
-        _check_positive_int("channels", channels)
+        check_positive_int("d_model", d_model)
+        check_positive_int("d_state", d_state)
+        check_positive_int("channels", channels)
         if d_state % 2:
             raise ValueError(f"d_state must be even (modes come in conjugate pairs), got {d_state}")
-        if disc not in DISCRETIZATIONS:
-            raise ValueError(f"unknown discretization {disc!r}; valid: {', '.join(DISCRETIZATIONS)}")
+        check_choice("discretization", disc, DISCRETIZATIONS)
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
         if bandlimit is not None and bandlimit <= 0:
@@ -235,7 +230,7 @@ class SSMKernelBase(nn.Module):
 
     def forward(self, L: int, rate: float = 1.0) -> torch.Tensor:
         """Kernel ``(channels, H, L)`` sampled with step ``dt * rate``."""
-        _check_positive_int("kernel length L", L)
+        check_positive_int("kernel length L", L)
         rate = _check_rate(rate)
         with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
             return self._cache(self, ("kernel", L, rate), lambda: self._kernel(L, rate))
@@ -265,8 +260,7 @@ class S4DKernel(SSMKernelBase):
 
     def __init__(self, d_model: int, d_state: int = 64, channels: int = 1, init: str = "lin", **kwargs) -> None:
         super().__init__(d_model, d_state, channels, **kwargs)
-        if init not in DIAGONAL_INITS:
-            raise ValueError(f"unknown S4D init {init!r}; valid: {', '.join(DIAGONAL_INITS)}")
+        check_choice("S4D init", init, DIAGONAL_INITS)
         self.init = init
         A = diagonal_init(init, d_state).to(torch.complex64).expand(d_model, -1)
         self._init_A_B(A, torch.ones(d_model, self.modes, dtype=torch.complex64))
@@ -340,11 +334,9 @@ class S4Kernel(SSMKernelBase):
         **kwargs,
     ) -> None:
         super().__init__(d_model, d_state, channels, disc=disc, **kwargs)
-        if method not in ("cauchy", "krylov"):
-            raise ValueError(f"unknown S4 kernel method {method!r}; valid: cauchy, krylov")
+        check_choice("S4 kernel method", method, ("cauchy", "krylov"))
         self.method = method
-        if init not in MEASURES:
-            raise ValueError(f"unknown S4 init measure {init!r}; valid: {', '.join(MEASURES)}")
+        check_choice("S4 init measure", init, MEASURES)
         rank = {"legt": 2}.get(init, 1) if rank is None else rank
         self.init, self.rank = init, rank
         Lambda, P, B = dplr_init(init, d_state, rank)
@@ -446,7 +438,6 @@ KERNELS = {"s4d": S4DKernel, "s4": S4Kernel}
 
 def ssm_kernel(kernel: str, d_model: int, d_state: int = 64, channels: int = 1, **kwargs) -> SSMKernelBase:
     """Build a kernel generator by name: ``"s4d"`` (:class:`S4DKernel`) or ``"s4"`` (:class:`S4Kernel`)."""
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown SSM kernel {kernel!r}; valid kernels: {', '.join(KERNELS)}")
+    check_choice("SSM kernel", kernel, KERNELS)
     kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "bandlimit"}
     return KERNELS[kernel](d_model, d_state, channels, **kwargs)

@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .._checks import check_choice, check_positive_int
 from ..kernels.continuous import KERNEL_NETS, kernel_net as build_kernel_net
 from ..ops.fftconv import fft_conv_nd
 from ..ops.grids import offset_grid
@@ -90,11 +91,9 @@ class FlexConv(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_positive_int("dim", dim)
         check_ndim(ndim)
-        if kernel_net not in KERNEL_NETS:
-            raise ValueError(f"unknown kernel net {kernel_net!r}; valid: {', '.join(KERNEL_NETS)}")
+        check_choice("kernel net", kernel_net, KERNEL_NETS)
         out_dim = dim if out_dim is None else out_dim
         if not separable and out_dim != dim:
             raise ValueError(f"separable=False keeps the {dim} features; got out_dim={out_dim}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_choice
 from ..kernels.ssm import DiscreteSSM, centred_kernel, krylov, ssm_kernel
 from ..ops.fftconv import fft_conv
 from ..ops.scan import linear_scan
@@ -70,8 +71,7 @@ class S4(nn.Module):
         **kernel_kwargs,
     ) -> None:
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(_ACTIVATIONS)}")
+        check_choice("activation", activation, _ACTIVATIONS)
         if out_proj not in ("glu", "linear", None):
             raise ValueError(f"out_proj must be 'glu', 'linear' or None, got {out_proj!r}")
         if out_proj is None and channels != 1:

@@ -17,14 +17,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .._checks import check_choice, check_positive_int
 from ..kernels.ssm import KERNELS, SSMKernelBase, centred_kernel, ssm_kernel
 from ..ops.separable import SEPARABLE_PATHS, separable_conv_nd, separable_kernel
 from .resolution import EvalKernelCache, Rate, ReferenceGrid, as_sizes, check_ndim
-from .s4 import check_channels_first
+from .s4 import _ACTIVATIONS, check_channels_first
 
 __all__ = ["S4ND", "PointwiseConv"]
 
-_ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
 _OUT_PROJ = ("linear", "glu")
 
 
@@ -95,21 +95,17 @@ class S4ND(nn.Module):
         conv_path: str = "auto",
     ) -> None:
         super().__init__()
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_positive_int("dim", dim)
         check_ndim(ndim)
-        if kernel not in KERNELS:
-            raise ValueError(f"unknown SSM kernel {kernel!r}; valid kernels: {', '.join(KERNELS)}")
-        if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
-            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        check_choice("SSM kernel", kernel, KERNELS)
+        check_positive_int("channels", channels)
         if bandlimit is not None and not bandlimit > 0:
             raise ValueError(f"bandlimit must be positive or None, got {bandlimit!r}")
         if out_proj is True:
             out_proj = "linear"
         if out_proj not in _OUT_PROJ + (False, None):
             raise ValueError(f"out_proj must be True, False, None, 'linear' or 'glu', got {out_proj!r}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(_ACTIVATIONS)}")
+        check_choice("activation", activation, _ACTIVATIONS)
         if conv_path not in SEPARABLE_PATHS:
             raise ValueError(f"conv_path must be one of {SEPARABLE_PATHS}, got {conv_path!r}")
         self.dim, self.ndim, self.d_state, self.channels = dim, ndim, d_state, channels

@@ -6,11 +6,12 @@ with a different ``ndim``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg
 from timm.models._builder import resolve_pretrained_cfg
@@ -27,6 +28,8 @@ __all__ = [
     "no_weight_decay_names",
     "TrainResolutionMixin",
     "build_backbone",
+    "backbone_cfg",
+    "S4ND_PAPER",
     "stochastic_depth_rates",
 ]
 
@@ -249,6 +252,29 @@ def build_backbone(
     if pretrained and cfg.file and not cfg.state_dict:
         verify_checkpoint(cfg.file)
     return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg or {}, **kwargs)
+
+
+_CFG_DEFAULTS: Dict[str, Any] = {
+    "num_classes": 1000, "input_size": (3, 224, 224), "interpolation": "bicubic",
+    "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+    "classifier": "head.fc", "license": "apache-2.0",
+}
+
+# Pretrained-config metadata of the S4ND families (ConvNeXt-S4ND and the isotropic models).
+S4ND_PAPER: Dict[str, Any] = {
+    "paper_name": "S4ND: Modeling Images and Videos as Multidimensional Signals Using State Spaces",
+    "origin_url": "https://github.com/state-spaces/s4",
+}
+
+
+def backbone_cfg(*parts: Dict[str, Any], **kwargs: Any) -> Dict[str, Any]:
+    """A timm pretrained-config dict: the entries every s4vision backbone shares (ImageNet
+    classes, size and normalisation, ``head.fc``, license), updated by ``parts`` then ``kwargs``."""
+    cfg = dict(_CFG_DEFAULTS)
+    for part in parts:
+        cfg.update(part)
+    cfg.update(kwargs)
+    return cfg
 
 
 def stochastic_depth_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:

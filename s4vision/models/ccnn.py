@@ -17,27 +17,27 @@ input arrives (in units of its extent), so a model trained at one resolution run
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from timm.layers import DropPath
-from timm.models import checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs, register_model
 
-from ..layers import FlexConv, check_channels_first
+from ..layers import FlexConv
 from .zoo import zoo_file
 from ._builder import (
     ClassifierHeadNd,
     LayerNormNd,
     TrainResolutionMixin,
+    backbone_cfg,
     build_backbone,
     conv_nd,
     init_weights_outside,
-    no_weight_decay_names,
     stochastic_depth_rates,
     to_ntuple,
 )
+from ._interface import IsotropicBackboneMixin
 
 __all__ = ["CCNN", "CCNNBlock"]
 
@@ -98,7 +98,7 @@ class CCNNStem(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
-class CCNN(TrainResolutionMixin, nn.Module):
+class CCNN(IsotropicBackboneMixin, TrainResolutionMixin, nn.Module):
     """Continuous CNN for 1D, 2D or 3D inputs (no downsampling: every block sees the full grid).
 
     Args:
@@ -187,92 +187,6 @@ class CCNN(TrainResolutionMixin, nn.Module):
             return (int(num_frames),) + spatial
         raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
 
-    # -- timm interface ------------------------------------------------------------------------
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(stem=r"^stem", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        return no_weight_decay_names(self)
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: Optional[Union[int, List[int]]] = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Block outputs ``(B, hidden, *S)`` (channels-first for every ``ndim``).
-
-        Args:
-            indices: last ``n`` blocks if an int, these blocks if a list, all if ``None``.
-            norm: apply the final norm to every intermediate.
-            stop_early: stop after the last requested block.
-            output_fmt: ``"NCHW"`` (channels-first) only.
-            intermediates_only: return only the list of intermediates.
-        """
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW' (channels-first), got {output_fmt!r}")
-        check_channels_first(x, self.in_chans, self.ndim, "input")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        x = self.stem(x)
-        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = block(x)
-            if i in take_indices:
-                intermediates.append(self.norm(x) if norm else x)
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
-
-    def prune_intermediate_layers(
-        self,
-        indices: Union[int, List[int]] = 1,
-        prune_norm: bool = False,
-        prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the blocks after the last of ``indices`` (and the norm / head); returns kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[: max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_chans, *S) -> (B, hidden, *S)``."""
-        check_channels_first(x, self.in_chans, self.ndim, "input")
-        x = self.stem(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 # -- configs and entrypoints -------------------------------------------------------------------
 
@@ -291,17 +205,14 @@ def _create_ccnn(variant: str, pretrained: bool = False, **kwargs: Any) -> CCNN:
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
-    return {
-        "num_classes": 10, "input_size": (3, 32, 32), "pool_size": (32, 32),
-        "crop_pct": 1.0, "interpolation": "bilinear",
-        "mean": CIFAR10_MEAN, "std": CIFAR10_STD,
-        "first_conv": "stem.conv.pointwise.proj", "classifier": "head.fc",
-        "license": "apache-2.0",
-        "paper_ids": ("arXiv:2301.10540",),
-        "paper_name": "Modelling Long Range Dependencies in ND: From Task-Specific to a General Purpose CNN",
-        "origin_url": "https://github.com/david-knigge/ccnn",
-        **kwargs,
-    }
+    family = dict(
+        num_classes=10, input_size=(3, 32, 32), pool_size=(32, 32), crop_pct=1.0, interpolation="bilinear",
+        mean=CIFAR10_MEAN, std=CIFAR10_STD, first_conv="stem.conv.pointwise.proj",
+        paper_ids=("arXiv:2301.10540",),
+        paper_name="Modelling Long Range Dependencies in ND: From Task-Specific to a General Purpose CNN",
+        origin_url="https://github.com/david-knigge/ccnn",
+    )
+    return backbone_cfg(family, kwargs)
 
 
 default_cfgs = generate_default_cfgs({

@@ -36,10 +36,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 
 from ..layers import S4ND, check_channels_first
 from ..ops.separable import toeplitz_matrix
@@ -47,14 +45,16 @@ from ._builder import (
     ClassifierHeadNd,
     LayerNormNd,
     PointwiseGLU,
+    S4ND_PAPER,
     TrainResolutionMixin,
+    backbone_cfg,
     build_backbone,
     conv_nd,
     init_weights_outside,
-    no_weight_decay_names,
     stochastic_depth_rates,
     to_ntuple,
 )
+from ._interface import TimmBackboneMixin
 
 __all__ = ["S4NDConvNeXt", "S4NDConvNeXtBlock", "S4NDConvNeXtStage", "inflate_convnext_2d_to_3d"]
 
@@ -277,7 +277,7 @@ class S4NDConvNeXtStage(nn.Module):
         return self.blocks(x)
 
 
-class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
+class S4NDConvNeXt(TimmBackboneMixin, TrainResolutionMixin, nn.Module):
     """S4ND-ConvNeXt for images (``ndim=2``) or video clips (``ndim=3``).
 
     Args:
@@ -420,62 +420,16 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
         for stage in self.stages:
             stage.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        return no_weight_decay_names(self)
+    def _trunk(self) -> nn.Sequential:
+        return self.stages
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
+    def _intermediate(self, index: int, x: torch.Tensor, norm: bool, output_fmt: str) -> torch.Tensor:
+        return self.norm_pre(x) if norm and index == len(self.stages) - 1 else x
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+    def _final_norm(self, x: torch.Tensor, complete: bool) -> torch.Tensor:
+        return self.norm_pre(x) if complete else x
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: Optional[Union[int, List[int]]] = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs ``(B, C_i, *S_i)`` (channels-first, also for clips).
-
-        Args:
-            indices: last ``n`` stages if an int, these stages if a list, all if ``None``.
-            norm: apply ``norm_pre`` to the last stage's output (an identity here).
-            stop_early: stop after the last requested stage.
-            output_fmt: ``"NCHW"`` (channels-first) only.
-            intermediates_only: return only the list of intermediates.
-        """
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW' (channels-first), got {output_fmt!r}")
-        check_channels_first(x, self.in_chans, self.ndim, "input")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        intermediates = []
-        x = self.stem(x)
-        last_idx = len(self.stages) - 1
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(self.norm_pre(x) if norm and i == last_idx else x)
-        if intermediates_only:
-            return intermediates
-        if i == last_idx:
-            x = self.norm_pre(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-        self,
-        indices: Union[int, List[int]] = 1,
-        prune_norm: bool = False,
-        prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last of ``indices`` (and the head); returns the kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+    def _prune(self, max_index: int, prune_norm: bool, prune_head: bool) -> None:
         prune_end = max_index < len(self.stages) - 1
         self.stages = self.stages[: max_index + 1]
         if prune_norm or prune_end:
@@ -485,20 +439,13 @@ class S4NDConvNeXt(TrainResolutionMixin, nn.Module):
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
             self.head = ClassifierHeadNd(self.num_features, 0, "")
             self.num_classes = 0
-        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, *S) -> (B, num_features, *S / stride)``."""
-        check_channels_first(x, self.in_chans, self.ndim, "input")
+        self._check_input(x)
         x = self.stem(x)
         x = self.stages(x)
         return self.norm_pre(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # -- 2D -> 3D inflation ------------------------------------------------------------------------
@@ -584,17 +531,11 @@ def _create_s4nd_convnext(variant: str, pretrained: bool = False, **kwargs: Any)
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
-    return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "min_input_size": (3, 32, 32),
-        "crop_pct": 0.875, "interpolation": "bicubic",
-        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stem.proj_in", "classifier": "head.fc",
-        "license": "apache-2.0",
-        "paper_ids": ("arXiv:2210.06583", "arXiv:2201.03545"),
-        "paper_name": "S4ND: Modeling Images and Videos as Multidimensional Signals Using State Spaces",
-        "origin_url": "https://github.com/state-spaces/s4",
-        **kwargs,
-    }
+    family = dict(
+        pool_size=(7, 7), min_input_size=(3, 32, 32), crop_pct=0.875, first_conv="stem.proj_in",
+        paper_ids=("arXiv:2210.06583", "arXiv:2201.03545"),
+    )
+    return backbone_cfg(S4ND_PAPER, family, kwargs)
 
 
 def _cfg3d(num_frames: int = 16, **kwargs: Any) -> Dict[str, Any]:
@@ -608,70 +549,75 @@ def _cfg3d(num_frames: int = 16, **kwargs: Any) -> Dict[str, Any]:
     )
 
 
+_NUM_FRAMES_3D = 16
+
+# The architecture of every registered variant: the only thing its entrypoint adds.
+_VARIANTS: Dict[str, Dict[str, Any]] = {
+    "s4nd_convnext_atto": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320)),
+    "s4nd_convnext_femto": dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384)),
+    "s4nd_convnext_pico": dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512)),
+    "s4nd_convnext_nano": dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640)),
+    "s4nd_convnext_tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
+    "s4nd_convnext_small": dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
+    "s4nd_convnext_base": dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
+    "s4nd_convnext3d_atto": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), ndim=3, num_frames=_NUM_FRAMES_3D),
+    "s4nd_convnext3d_tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), ndim=3, num_frames=_NUM_FRAMES_3D),
+}
+
 default_cfgs = generate_default_cfgs({
-    "s4nd_convnext_atto": _cfg(),
-    "s4nd_convnext_femto": _cfg(),
-    "s4nd_convnext_pico": _cfg(),
-    "s4nd_convnext_nano": _cfg(),
-    "s4nd_convnext_tiny": _cfg(),
-    "s4nd_convnext_small": _cfg(),
-    "s4nd_convnext_base": _cfg(),
-    "s4nd_convnext3d_atto": _cfg3d(),
-    "s4nd_convnext3d_tiny": _cfg3d(),
+    name: _cfg3d(args["num_frames"]) if args.get("ndim") == 3 else _cfg()
+    for name, args in _VARIANTS.items()
 })
 
-_NUM_FRAMES_3D = 16
+
+def _create_variant(variant: str, pretrained: bool, kwargs: Dict[str, Any]) -> S4NDConvNeXt:
+    """Build ``variant`` from its ``_VARIANTS`` entry; ``kwargs`` override the entry."""
+    return _create_s4nd_convnext(variant, pretrained=pretrained, **dict(_VARIANTS[variant], **kwargs))
+
+
+# timm registers entrypoints by function name, so each variant keeps its own function.
 
 
 @register_model
 def s4nd_convnext_atto(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
-    model_args = dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320))
-    return _create_s4nd_convnext("s4nd_convnext_atto", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_variant("s4nd_convnext_atto", pretrained, kwargs)
 
 
 @register_model
 def s4nd_convnext_femto(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
-    model_args = dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384))
-    return _create_s4nd_convnext("s4nd_convnext_femto", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_variant("s4nd_convnext_femto", pretrained, kwargs)
 
 
 @register_model
 def s4nd_convnext_pico(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
-    model_args = dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512))
-    return _create_s4nd_convnext("s4nd_convnext_pico", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_variant("s4nd_convnext_pico", pretrained, kwargs)
 
 
 @register_model
 def s4nd_convnext_nano(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
-    model_args = dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640))
-    return _create_s4nd_convnext("s4nd_convnext_nano", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_variant("s4nd_convnext_nano", pretrained, kwargs)
 
 
 @register_model
 def s4nd_convnext_tiny(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
-    model_args = dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768))
-    return _create_s4nd_convnext("s4nd_convnext_tiny", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_variant("s4nd_convnext_tiny", pretrained, kwargs)
 
 
 @register_model
 def s4nd_convnext_small(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
-    model_args = dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768))
-    return _create_s4nd_convnext("s4nd_convnext_small", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_variant("s4nd_convnext_small", pretrained, kwargs)
 
 
 @register_model
 def s4nd_convnext_base(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
-    model_args = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))
-    return _create_s4nd_convnext("s4nd_convnext_base", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_variant("s4nd_convnext_base", pretrained, kwargs)
 
 
 @register_model
 def s4nd_convnext3d_atto(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
-    model_args = dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), ndim=3, num_frames=_NUM_FRAMES_3D)
-    return _create_s4nd_convnext("s4nd_convnext3d_atto", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_variant("s4nd_convnext3d_atto", pretrained, kwargs)
 
 
 @register_model
 def s4nd_convnext3d_tiny(pretrained: bool = False, **kwargs: Any) -> S4NDConvNeXt:
-    model_args = dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), ndim=3, num_frames=_NUM_FRAMES_3D)
-    return _create_s4nd_convnext("s4nd_convnext3d_tiny", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_variant("s4nd_convnext3d_tiny", pretrained, kwargs)

@@ -33,28 +33,28 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath
-from timm.models import checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs, register_model
 
-from ..layers import S4ND, check_channels_first
+from ..layers import S4ND
 from .zoo import zoo_file
 from ._builder import (
     ClassifierHeadNd,
     LayerNormNd,
+    S4ND_PAPER,
     TrainResolutionMixin,
+    backbone_cfg,
     build_backbone,
     init_weights_outside,
-    no_weight_decay_names,
     stochastic_depth_rates,
     to_ntuple,
 )
+from ._interface import IsotropicBackboneMixin
 
 __all__ = ["S4NDIsotropic", "S4NDIsoBlock", "DepthwiseConvMixer", "PointwiseMlp"]
 
@@ -196,7 +196,7 @@ class PatchStem(nn.Module):
         return self.norm(self.proj(self.blur(x)))
 
 
-class S4NDIsotropic(TrainResolutionMixin, nn.Module):
+class S4NDIsotropic(IsotropicBackboneMixin, TrainResolutionMixin, nn.Module):
     """Isotropic (single-resolution) backbone with S4ND token mixers, for images ``(B, C, H, W)``.
 
     Args:
@@ -222,6 +222,9 @@ class S4NDIsotropic(TrainResolutionMixin, nn.Module):
             take precedence over the arguments above.
         drop_rate, proj_drop_rate, drop_path_rate: head dropout, dropout inside blocks, stochastic depth.
     """
+
+    ndim = 2  # images only
+    output_fmts = ("NCHW", "NLC")
 
     def __init__(
         self,
@@ -292,92 +295,6 @@ class S4NDIsotropic(TrainResolutionMixin, nn.Module):
         self.grad_checkpointing = False
         init_weights_outside(self, skip=(S4ND, DepthwiseConvMixer))
 
-    # -- timm interface ------------------------------------------------------------------------
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(stem=r"^stem", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        return no_weight_decay_names(self)
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: Optional[Union[int, List[int]]] = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Block outputs, ``(B, C, H, W)`` (``output_fmt="NCHW"``) or ``(B, H * W, C)`` (``"NLC"``).
-
-        Args:
-            indices: last ``n`` blocks if an int, these blocks if a list, all if ``None``.
-            norm: apply the final norm to every intermediate.
-            stop_early: stop after the last requested block.
-            intermediates_only: return only the list of intermediates.
-        """
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        check_channels_first(x, self.in_chans, 2, "input")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        x = self.stem(x)
-        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = block(x)
-            if i in take_indices:
-                y = self.norm(x) if norm else x
-                intermediates.append(y.flatten(2).transpose(1, 2) if output_fmt == "NLC" else y)
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
-
-    def prune_intermediate_layers(
-        self,
-        indices: Union[int, List[int]] = 1,
-        prune_norm: bool = False,
-        prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the blocks after the last of ``indices`` (and the norm / head); returns kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[: max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_chans, H, W) -> (B, embed_dim, H / patch, W / patch)``."""
-        check_channels_first(x, self.in_chans, 2, "input")
-        x = self.stem(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 # -- configs and entrypoints -------------------------------------------------------------------
 
@@ -391,17 +308,11 @@ def _create_s4nd_isotropic(variant: str, pretrained: bool = False, **kwargs: Any
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
-    return {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (14, 14), "min_input_size": (3, 16, 16),
-        "crop_pct": 0.9, "interpolation": "bicubic",
-        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stem.proj", "classifier": "head.fc",
-        "license": "apache-2.0",
-        "paper_ids": ("arXiv:2210.06583", "arXiv:2010.11929"),
-        "paper_name": "S4ND: Modeling Images and Videos as Multidimensional Signals Using State Spaces",
-        "origin_url": "https://github.com/state-spaces/s4",
-        **kwargs,
-    }
+    family = dict(
+        pool_size=(14, 14), min_input_size=(3, 16, 16), crop_pct=0.9, first_conv="stem.proj",
+        paper_ids=("arXiv:2210.06583", "arXiv:2010.11929"),
+    )
+    return backbone_cfg(S4ND_PAPER, family, kwargs)
 
 
 def _micro_cfg(model: str, **kwargs: Any) -> Dict[str, Any]:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_positive_int
 from ..layers import S4
 from ._builder import LayerNormNd
 
@@ -168,8 +169,7 @@ class ViS4mer(nn.Module):
     ):
         super().__init__()
         for name, value in (("in_dim", in_dim), ("d_model", d_model), ("depth", depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         if d_model % 2**depth:

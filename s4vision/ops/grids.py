@@ -12,12 +12,9 @@ from typing import Optional, Sequence
 
 import torch
 
+from .._checks import check_positive_int
+
 __all__ = ["cell_centres", "kernel_offsets", "offset_grid"]
-
-
-def _check_size(name: str, size: int) -> None:
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"{name} must be a positive int, got {size!r}")
 
 
 def cell_centres(
@@ -32,7 +29,7 @@ def cell_centres(
     Returns:
         ``(size,)``.
     """
-    _check_size("size", size)
+    check_positive_int("size", size)
     if not extent > 0:
         raise ValueError(f"extent must be positive, got {extent!r}")
     i = torch.arange(size, device=device, dtype=dtype or torch.get_default_dtype())
@@ -54,7 +51,7 @@ def kernel_offsets(
     Returns:
         ``(2 * size - 1,)``.
     """
-    _check_size("size", size)
+    check_positive_int("size", size)
     if spacing is None:
         spacing = 1.0 / size
     if not spacing > 0:

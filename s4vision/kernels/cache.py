@@ -15,7 +15,10 @@ class EvalKernelCache:
     Entries are keyed by a hashable key (sizes, rates) and invalidated when any parameter of
     the module changes (its storage or its in-place version counter), or when the module
     goes back to training. Nothing is cached while autograd records (the kernel must carry a
-    graph then).
+    graph then), nor when a parameter is an inference tensor, which has no version counter to
+    key on (e.g. one substituted by ``functional_call`` under ``torch.inference_mode``). Under
+    ``torch.inference_mode`` the cache works as under ``torch.no_grad``; its entries are then
+    inference tensors, which later no-grad calls may read.
     """
 
     def __init__(self, max_entries: int = 8) -> None:
@@ -26,11 +29,13 @@ class EvalKernelCache:
         self._entries.clear()
 
     def __call__(self, module: nn.Module, key: Hashable, fn: Callable[[], object]):
-        # is_compiling first: dynamo cannot trace is_inference_mode_enabled.
-        if torch.compiler.is_compiling() or module.training or torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+        if torch.compiler.is_compiling() or module.training or torch.is_grad_enabled():
             self._entries.clear()
             return fn()
-        version = tuple((p.data_ptr(), p._version) for p in module.parameters())
+        params = list(module.parameters())
+        if any(p.is_inference() for p in params):
+            return fn()
+        version = tuple((p.data_ptr(), p._version) for p in params)
         hit = self._entries.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]

@@ -214,6 +214,22 @@ def test_eval_cache_reuses_and_invalidates_kernels():
         assert not torch.allclose(layer(x), y1)
 
 
+def test_eval_cache_under_inference_mode():
+    """inference_mode caches as no_grad does; the entries serve later no_grad calls, and a
+    parameter update still invalidates them."""
+    layer = make(2, 2, out_proj=False).eval()
+    x = torch.randn(1, 2, 5, 5)
+    with torch.inference_mode():
+        k1 = layer.kernel_factors((5, 5))
+        assert layer.kernel_factors((5, 5)) is k1
+        y1 = layer(x)
+    with torch.no_grad():
+        assert layer.kernel_factors((5, 5)) is k1
+        torch.testing.assert_close(layer(x), y1)
+        layer.ssm[0].log_dt.add_(0.5)
+        assert layer.kernel_factors((5, 5)) is not k1
+
+
 @pytest.mark.parametrize(
     "kwargs,x_shape,match",
     [

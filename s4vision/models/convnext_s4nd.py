@@ -39,6 +39,7 @@ from torch import nn
 from timm.layers import DropPath, Mlp
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
+from ..kernels.cache import EvalKernelCache
 from ..layers import S4ND, check_channels_first
 from ..ops.separable import toeplitz_matrix
 from ._builder import (
@@ -83,7 +84,8 @@ class PooledS4ND(nn.Module):
     each axis the separable S4ND kernel is a Toeplitz matrix ``(L, L)``; averaging its rows in
     groups of ``stride`` gives an ``(L // stride, L)`` matrix that convolves and pools in one
     product, so the full-resolution output is never formed (about 3x fewer operations for the
-    4x4 pooling of the stem).
+    4x4 pooling of the stem). In eval mode the pooled matrices are cached until a parameter
+    changes, as the S4ND kernels are.
     """
 
     def __init__(self, dim: int, stride: Tuple[int, ...], mixer_layer: Callable[..., nn.Module],
@@ -93,6 +95,7 @@ class PooledS4ND(nn.Module):
         self.s4nd = mixer_layer(dim, l_max=grid)
         if getattr(self.s4nd, "out_proj", None) is not None:
             raise ValueError("PooledS4ND needs a linear S4ND layer (out_proj=False)")
+        self._cache = EvalKernelCache()
 
     def _pooled_toeplitz(self, k: torch.Tensor, length: int, stride: int) -> torch.Tensor:
         t = toeplitz_matrix(k, length)  # (C, L, L)
@@ -101,6 +104,16 @@ class PooledS4ND(nn.Module):
         rows = length // stride
         return t[:, : rows * stride].unflatten(1, (rows, stride)).mean(2)
 
+    def pooled_matrices(self, sizes: Tuple[int, ...]) -> List[List[torch.Tensor]]:
+        """For each rank-1 term, per axis, the ``(C, L // stride, L)`` convolve-and-pool matrix."""
+        s4nd = self.s4nd
+        factors = s4nd.kernel_factors(sizes)  # ndim x (rank, C, 2L - 1)
+        return self._cache(
+            self, ("pooled", sizes, s4nd.grid.rates(sizes)),
+            lambda: [[self._pooled_toeplitz(k[r], L, s) for k, L, s in zip(factors, sizes, self.stride)]
+                     for r in range(factors[0].shape[0])],
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s4nd = self.s4nd
         check_channels_first(x, s4nd.dim, s4nd.ndim)
@@ -108,15 +121,15 @@ class PooledS4ND(nn.Module):
         if any(L < s for L, s in zip(sizes, self.stride)):
             raise ValueError(f"input of spatial size {sizes} is smaller than the pooling stride {self.stride}")
         s4nd.grid.observe(sizes)
-        factors = s4nd.kernel_factors(sizes)  # ndim x (rank, C, 2L - 1)
-        dtype = factors[0].dtype
+        terms = self.pooled_matrices(sizes)
+        dtype = terms[0][0].dtype
         with torch.autocast(device_type=x.device.type, enabled=False):
             u = x.to(dtype)
             y = None
-            for r in range(factors[0].shape[0]):
+            for matrices in terms:
                 z = u
-                for axis, (k, L, s) in enumerate(zip(factors, sizes, self.stride)):
-                    z = _matmul_along(z, self._pooled_toeplitz(k[r], L, s), axis)
+                for axis, matrix in enumerate(matrices):
+                    z = _matmul_along(z, matrix, axis)
                 y = z if y is None else y + z
             skip = u if max(self.stride) == 1 else _avg_pool(u, self.stride)
             y = y + s4nd.D.to(dtype).view(-1, *(1,) * s4nd.ndim) * skip

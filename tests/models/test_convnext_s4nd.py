@@ -43,6 +43,20 @@ def test_pooled_s4nd_equals_avg_pool_of_s4nd(sizes, stride, rank):
         torch.testing.assert_close(a, b)
 
 
+def test_pooled_s4nd_caches_matrices_in_eval():
+    layer = PooledS4ND(4, (4, 4), partial(S4ND, ndim=2, out_proj=False, channels=2), (8, 8)).eval()
+    x = torch.randn(1, 4, 8, 12)
+    with torch.no_grad():
+        first = layer.pooled_matrices((8, 12))
+        assert layer.pooled_matrices((8, 12)) is first
+        y = layer(x)
+        layer.s4nd.ssm[1].log_dt.add_(0.3)  # an update invalidates the cache
+        assert layer.pooled_matrices((8, 12)) is not first
+        assert not torch.allclose(layer(x), y)
+    layer.train()
+    assert layer.pooled_matrices((8, 12)) is not layer.pooled_matrices((8, 12))
+
+
 def test_pooled_s4nd_rejects_nonlinear_layer_and_tiny_inputs():
     with pytest.raises(ValueError, match="out_proj=False"):
         PooledS4ND(4, (2, 2), partial(S4ND, ndim=2, out_proj="glu"), (8, 8))

@@ -202,24 +202,13 @@ def test_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_eval_cache_reuses_and_invalidates_kernels():
+@pytest.mark.parametrize("first_context", [torch.no_grad, torch.inference_mode])
+def test_eval_cache_reuses_and_invalidates_kernels(first_context):
+    """Kernels computed under no_grad or inference_mode serve later no_grad calls until a
+    parameter changes."""
     layer = make(2, 2, out_proj=False).eval()
     x = torch.randn(1, 2, 5, 5)
-    with torch.no_grad():
-        k1 = layer.kernel_factors((5, 5))
-        assert layer.kernel_factors((5, 5)) is k1
-        y1 = layer(x)
-        layer.ssm[0].log_dt.add_(0.5)
-        assert layer.kernel_factors((5, 5)) is not k1
-        assert not torch.allclose(layer(x), y1)
-
-
-def test_eval_cache_under_inference_mode():
-    """inference_mode caches as no_grad does; the entries serve later no_grad calls, and a
-    parameter update still invalidates them."""
-    layer = make(2, 2, out_proj=False).eval()
-    x = torch.randn(1, 2, 5, 5)
-    with torch.inference_mode():
+    with first_context():
         k1 = layer.kernel_factors((5, 5))
         assert layer.kernel_factors((5, 5)) is k1
         y1 = layer(x)
@@ -228,6 +217,7 @@ def test_eval_cache_under_inference_mode():
         torch.testing.assert_close(layer(x), y1)
         layer.ssm[0].log_dt.add_(0.5)
         assert layer.kernel_factors((5, 5)) is not k1
+        assert not torch.allclose(layer(x), y1)
 
 
 @pytest.mark.parametrize(

@@ -260,7 +260,7 @@ def _chunked_scan_into(
     if varying:
         decay = a[..., main].unflatten(-1, (n_chunks, chunk)).prod(dim=-1)
     else:
-        decay = _power(a, chunk)
+        decay = _powers(a, chunk)[..., chunk:]
     carry = _chunk_carries(decay, local_end, h0, reverse)
 
     # Sweep 2: recompute each chunk from its true starting state.
@@ -397,18 +397,6 @@ def _sequential_scan_into(
         else:
             torch.addcmul(b[..., t], a[..., t if varying else 0], prev, out=out[..., t])
         prev = out[..., t]
-
-
-def _power(x: torch.Tensor, n: int) -> torch.Tensor:
-    """``x ** n`` for integer ``n >= 1`` by repeated squaring (exact for ``x = 0``, unlike exp/log)."""
-    result = None
-    while True:
-        if n & 1:
-            result = x if result is None else result * x
-        n >>= 1
-        if not n:
-            return result
-        x = x * x
 
 
 def _same_size_real_view(x: torch.Tensor) -> torch.Tensor:

@@ -1,22 +1,24 @@
 """The ``s4vision`` command line: train, eval, sweep, models, video.
 
 Mistakes in the input (an unknown model, dataset or config key, a missing file, a resolution
-a model cannot take) print one line, ``error: ...``, and exit with status 2. Set
-``S4VISION_DEBUG=1`` to see the traceback instead.
+a model cannot take) are the package's own errors (:class:`~s4vision.errors.S4VisionError`):
+they print one line, ``error: ...``, and exit with status 2; a training whose loss diverged
+prints one line and exits with status 1. Any other exception is a bug and shows its traceback.
+Set ``S4VISION_DEBUG=1`` to see the traceback of the package's errors too.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
 
-__all__ = ["main", "build_parser"]
+from ._io import atomic_write_json
+from .errors import InvalidValueError, S4VisionError, TrainingDivergedError
 
-USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError)
+__all__ = ["main", "build_parser", "run_reporting_errors"]
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -110,7 +112,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                        [[f"{res}px", r["top1"], r["loss"], r["count"]] for res, r in summary["results"].items()]))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+        atomic_write_json(args.json, summary, indent=2)
     return 0
 
 
@@ -204,7 +206,7 @@ def _cmd_extract_features(args: argparse.Namespace) -> int:
     from .engine.features import extract_features
 
     if args.size is not None and len(args.size) not in (1, 2):
-        raise ValueError(f"--size takes one or two integers, got {args.size}")
+        raise InvalidValueError(f"--size takes one or two integers, got {args.size}")
     size = None if args.size is None else (args.size[0] if len(args.size) == 1 else tuple(args.size))
     index = extract_features(args.annotation_or_dir, args.out_dir, model=args.model, num_frames=args.num_frames,
                              fps=args.fps, batch_size=args.batch_size, tokens=args.tokens,
@@ -305,16 +307,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     func: Callable[[argparse.Namespace], int] = args.func
+    return run_reporting_errors(lambda: func(args))
+
+
+def run_reporting_errors(command: Callable[[], int]) -> int:
+    """Run ``command()`` and return its exit status, reporting the package's own errors.
+
+    An :class:`~s4vision.errors.S4VisionError` prints ``error: <one line>`` and gives status 2
+    (1 for :class:`~s4vision.errors.TrainingDivergedError`); Ctrl-C gives 130. Any other
+    exception propagates with its traceback: it is a bug. With ``S4VISION_DEBUG`` set, the
+    package's errors propagate too.
+    """
     if os.environ.get("S4VISION_DEBUG"):
-        return func(args)
+        return command()
     try:
-        return func(args)
-    except USAGE_ERRORS as err:
+        return command()
+    except S4VisionError as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except FloatingPointError as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(err, TrainingDivergedError) else 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -10,17 +10,17 @@ stdout, ``results.json`` and ``zero_shot_resolution.png``.
 
     python -m s4vision.demo                     # both models side by side, one per CPU core
     python -m s4vision.demo --models s4nd_iso_micro conv2d_iso_micro ccnn_micro
-    python -m s4vision.demo --export-zoo        # also refresh model_zoo/ from these runs
+
+The checkpoints in ``model_zoo/`` come from these runs (see README.md#model-zoo);
+``tools/update_zoo.py`` trains them, or takes a finished demo directory, and rewrites the manifest.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -28,10 +28,14 @@ from typing import Any, Sequence
 
 import torch
 
+from ._checks import check_positive_int
+from ._io import atomic_write_json
+from .cli import run_reporting_errors
 from .engine.config import ExperimentConfig, load_config
 from .engine.factory import count_parameters
 from .engine.report import format_table
 from .engine.train import train
+from .errors import InvalidValueError
 
 __all__ = ["run_demo", "main", "PAPER", "EXPECTED"]
 
@@ -47,7 +51,6 @@ PAPER = {
 }
 # What this demo should show (the issue's acceptance criteria), in accuracy points.
 EXPECTED = {"s4nd_iso_micro": {"max_drop_14_to_28": 2.0}, "conv2d_iso_micro": {"min_drop_14_to_28": 20.0}}
-ZOO_TAG = "mnist5k"
 
 
 def _prepare_run_dir(path: Path) -> None:
@@ -55,7 +58,7 @@ def _prepare_run_dir(path: Path) -> None:
     if not path.exists():
         return
     if not (path / "config.yaml").is_file() and any(path.iterdir()):
-        raise ValueError(f"{path} exists and is not a training run; choose another --out")
+        raise InvalidValueError(f"{path} exists and is not a training run; choose another --out")
     shutil.rmtree(path)
 
 
@@ -75,8 +78,7 @@ def run_demo(models: Sequence[str] = DEFAULT_MODELS, out: str | Path = "outputs/
     if jobs is None:
         jobs = 1 if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) \
             else max(1, min(len(models), cores))
-    if jobs < 1:
-        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    check_positive_int("jobs", jobs)
     threads = max(1, cores // jobs)
     configs = {}
     for name in models:
@@ -109,7 +111,7 @@ def run_demo(models: Sequence[str] = DEFAULT_MODELS, out: str | Path = "outputs/
         "torch": str(torch.__version__),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write_json(out / "results.json", results, indent=2)
     plot_results(results, out / "zero_shot_resolution.png")
     return results
 
@@ -190,35 +192,15 @@ def plot_results(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def export_zoo(results: dict[str, Any], command: str) -> list[dict[str, Any]]:
-    """Copy each run's weights into ``model_zoo/`` and record them in ``manifest.yaml``."""
-    import yaml
-
-    from .engine.checkpoint import atomic_write_text
-    from .models.zoo import MANIFEST, ZOO_DIR, load_manifest, sha256sum
-
-    if results["quick"]:
-        raise ValueError("refusing to export --quick runs to the model zoo")
-    ZOO_DIR.mkdir(exist_ok=True)
-    entries = {e["file"]: e for e in load_manifest().get("checkpoints", [])}
-    for name, run in results["models"].items():
-        filename = f"{name}.{ZOO_TAG}.safetensors"
-        target = ZOO_DIR / filename
-        shutil.copyfile(run["weights"], target)
-        entries[filename] = {
-            "model": name, "tag": ZOO_TAG, "file": filename, "sha256": sha256sum(target),
-            "bytes": target.stat().st_size, "params": run["params"],
-            "dataset": "mnist5k", "train_split": "train (4,000 images)", "eval_split": "test (1,000 held-out images)",
-            "train_resolution": results["train_resolution"],
-            "accuracy": {int(r): float(a) for r, a in run["top1"].items()},
-            "config": run["config"], "command": command,
-            "machine": results["machine"], "torch": results["torch"],
-        }
-    header = ("# Checkpoints we trained ourselves (see README, 'Model zoo'). Each entry records the command\n"
-              "# that produced it and its held-out top-1 accuracy (%) at each test resolution;\n"
-              "# tests/models/test_zoo.py re-evaluates every file against these numbers.\n")
-    atomic_write_text(MANIFEST, header + yaml.safe_dump({"checkpoints": list(entries.values())}, sort_keys=False))
-    return list(entries.values())
+def add_run_arguments(parser: argparse.ArgumentParser, out: str = "outputs/demo") -> None:
+    """The options of :func:`run_demo` on a command line: overrides, ``--models``, ``--out``,
+    ``--resolutions``, ``--device`` and ``--jobs`` (``tools/update_zoo.py`` takes them too)."""
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every model")
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME")
+    parser.add_argument("--out", default=out, help=f"output directory (default: {out})")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=list(TEST_RESOLUTIONS), metavar="N")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--jobs", type=int, help="models trained at once (default: one per model, <= CPU cores)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,26 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m s4vision.demo", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  python -m s4vision.demo\n  python -m s4vision.demo --out /tmp/demo train.epochs=5\n"
-               "  python -m s4vision.demo --models s4nd_iso_micro conv2d_iso_micro ccnn_micro --export-zoo")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every model")
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME")
-    parser.add_argument("--out", default="outputs/demo", help="output directory (default: outputs/demo)")
-    parser.add_argument("--resolutions", type=int, nargs="+", default=list(TEST_RESOLUTIONS), metavar="N")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--jobs", type=int, help="models trained at once (default: one per model, <= CPU cores)")
+               "  python -m s4vision.demo --models s4nd_iso_micro conv2d_iso_micro ccnn_micro")
+    add_run_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="a few training steps only (smoke test)")
-    parser.add_argument("--export-zoo", action="store_true", help="copy the weights into model_zoo/ and the manifest")
     args = parser.parse_args(argv)
-    try:
-        results = run_demo(args.models, args.out, resolutions=args.resolutions, quick=args.quick,
-                           device=args.device, overrides=args.overrides, jobs=args.jobs)
-        if args.export_zoo:
-            command = "python -m s4vision.demo " + " ".join(argv if argv is not None else sys.argv[1:])
-            export_zoo(results, command.strip())
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: _run_and_report(args))
 
+
+def _run_and_report(args: argparse.Namespace) -> int:
+    results = run_demo(args.models, args.out, resolutions=args.resolutions, quick=args.quick,
+                       device=args.device, overrides=args.overrides, jobs=args.jobs)
     print()
     print(f"Zero-shot resolution change on mnist5k (held-out top-1 %, trained at "
           f"{results['train_resolution']}x{results['train_resolution']}):")

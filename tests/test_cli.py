@@ -1,17 +1,15 @@
 import importlib
 import json
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "engine"))
-import _tiny  # noqa: E402  (registers the tiny test model with timm)
-
-from s4vision.cli import main  # noqa: E402
+import _helpers
+from s4vision.cli import main
 
 TINY_CONFIG = f"""
-model: {{name: {_tiny.TINY}}}
+model: {{name: {_helpers.TINY}}}
 data: {{dataset: digits, resolution: 8, batch_size: 64}}
 optim: {{lr: 0.01}}
 train: {{epochs: 1, max_steps: 4, progress: false, threads: 1}}
@@ -61,7 +59,7 @@ def test_train_then_eval(capsys, tiny_checkpoint, tmp_path):
     assert main(["eval", str(tiny_checkpoint), "--resolutions", "6", "8", "16", "--no-progress",
                  "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
-    assert f"{_tiny.TINY} on digits/test, trained at 8px" in out
+    assert f"{_helpers.TINY} on digits/test, trained at 8px" in out
     for res in ("6px", "8px", "16px"):
         assert res in out
     summary = json.loads(out_json.read_text())
@@ -91,7 +89,7 @@ def test_missing_config(capsys):
 
 def test_resolution_below_model_minimum(capsys, tiny_checkpoint):
     line = _error(capsys, ["eval", str(tiny_checkpoint), "--resolutions", "4", "8"])
-    assert f"resolution 4 is below the minimum {_tiny.MIN_SIZE}" in line and _tiny.TINY in line
+    assert f"resolution 4 is below the minimum {_helpers.MIN_SIZE}" in line and _helpers.TINY in line
 
 
 def test_image_folder_without_images(capsys, tiny_config, tmp_path):
@@ -103,10 +101,10 @@ def test_image_folder_without_images(capsys, tiny_config, tmp_path):
 
 def test_checkpoint_of_another_architecture(capsys, tiny_checkpoint, tiny_config, tmp_path):
     line = _error(capsys, ["eval", str(tiny_checkpoint), "--model", "resnet10t", "--resolutions", "8"])
-    assert f"holds a '{_tiny.TINY}' model, not 'resnet10t'" in line
+    assert f"holds a '{_helpers.TINY}' model, not 'resnet10t'" in line
     line = _error(capsys, ["train", str(tiny_config), "model.name=resnet10t", f"model.checkpoint={tiny_checkpoint}",
                            f"train.output_dir={tmp_path}"])
-    assert f"holds a '{_tiny.TINY}' model, not 'resnet10t'" in line
+    assert f"holds a '{_helpers.TINY}' model, not 'resnet10t'" in line
 
 
 def test_missing_checkpoint(capsys, tmp_path):
@@ -118,7 +116,7 @@ def test_models_lists_registered_models(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["model", "params", "pretrained"]
-    assert _tiny.TINY not in out  # only s4vision's own models
+    assert _helpers.TINY not in out  # only s4vision's own models
     for name in ("s4nd_iso_micro", "conv2d_iso_micro", "ccnn_micro"):
         assert name in out
 
@@ -155,3 +153,63 @@ def test_overrides_may_follow_options(monkeypatch):
     assert seen["resume"] and seen["cfg"].train.epochs == 2 and seen["cfg"].train.seed == 7
     with pytest.raises(SystemExit):
         main(["train", "mnist5k_s4nd_iso_micro", "--bogus"])
+
+
+# -- which exceptions become one line ---------------------------------------------------------------
+
+
+def _patch_models_command(monkeypatch, error):
+    import s4vision.cli as cli
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "_cmd_models", fail)
+
+
+def test_package_error_is_one_line_with_status_2(capsys, monkeypatch):
+    from s4vision.errors import MissingFileError
+
+    _patch_models_command(monkeypatch, MissingFileError("no such thing:\n  /nowhere"))
+    assert _error(capsys, ["models"]) == "error: no such thing: /nowhere"
+
+
+def test_training_divergence_is_one_line_with_status_1(capsys, monkeypatch):
+    from s4vision.errors import TrainingDivergedError
+
+    train_module = importlib.import_module("s4vision.engine.train")
+
+    def diverge(cfg, resume):
+        raise TrainingDivergedError("training loss became nan at step 3; lower optim.lr or set optim.clip_grad")
+
+    monkeypatch.setattr(train_module, "train", diverge)
+    assert main(["train", "mnist5k_s4nd_iso_micro"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["error: training loss became nan at step 3; lower optim.lr or set "
+                                        "optim.clip_grad"]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), KeyError("a bug"), ValueError("a bug in a library")])
+def test_other_exceptions_propagate(monkeypatch, error):
+    _patch_models_command(monkeypatch, error)
+    with pytest.raises(type(error), match="a bug"):
+        main(["models"])
+
+
+def test_a_bug_shows_its_traceback_and_exits_1():
+    code = ("import sys, s4vision.cli as cli\n"
+            "def fail(args):\n"
+            "    raise KeyError('a bug')\n"
+            "cli._cmd_models = fail\n"
+            "raise SystemExit(cli.main(['models']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=_helpers.subprocess_env())
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr and "KeyError: 'a bug'" in proc.stderr
+    assert "error: " not in proc.stderr
+
+
+def test_interrupt_exits_130(capsys, monkeypatch):
+    _patch_models_command(monkeypatch, KeyboardInterrupt())
+    assert main(["models"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"

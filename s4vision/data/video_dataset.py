@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .clips import ClipSampler, UniformClipSampler, frame_span
 from .video import PathLike, SizeArg, VideoDecodeError, VideoReader
+from ..errors import InvalidTypeError, InvalidValueError, MissingFileError, S4VisionError
 
 __all__ = [
     "VideoRecord",
@@ -51,7 +52,7 @@ class VideoRecord:
     end: float | None = None
 
 
-class BadVideoFilesError(RuntimeError):
+class BadVideoFilesError(S4VisionError, RuntimeError):
     """Some videos of a dataset cannot be read; ``bad_files`` lists ``(path, reason)``."""
 
     def __init__(self, bad_files: list[tuple[str, str]], total: int):
@@ -71,9 +72,9 @@ def _parse_time(text: str, what: str, where: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{where}: {what} must be a number of seconds, got {text!r}") from None
+        raise InvalidValueError(f"{where}: {what} must be a number of seconds, got {text!r}") from None
     if value < 0:
-        raise ValueError(f"{where}: {what} must be >= 0 seconds, got {value}")
+        raise InvalidValueError(f"{where}: {what} must be >= 0 seconds, got {value}")
     return value
 
 
@@ -88,7 +89,7 @@ def read_annotations(
     """
     annotation_file = Path(annotation_file)
     if not annotation_file.is_file():
-        raise FileNotFoundError(f"no such annotation file: {str(annotation_file)!r}")
+        raise MissingFileError(f"no such annotation file: {str(annotation_file)!r}")
     root = annotation_file.parent if root is None else Path(root)
     rows = []
     with open(annotation_file, newline="") as f:
@@ -99,17 +100,17 @@ def read_annotations(
                 continue  # header
             where = f"{annotation_file}:{line_number}"
             if not 2 <= len(row) <= 4:
-                raise ValueError(f"{where}: expected 'path,label[,start,end]', got {len(row)} fields: {row}")
+                raise InvalidValueError(f"{where}: expected 'path,label[,start,end]', got {len(row)} fields: {row}")
             path, label = row[0].strip(), row[1].strip()
             if not path or not label:
-                raise ValueError(f"{where}: empty path or label in {row}")
+                raise InvalidValueError(f"{where}: empty path or label in {row}")
             start = _parse_time(row[2], "start", where) if len(row) > 2 else None
             end = _parse_time(row[3], "end", where) if len(row) > 3 else None
             if start is not None and end is not None and end <= start:
-                raise ValueError(f"{where}: end ({end}) must come after start ({start})")
+                raise InvalidValueError(f"{where}: end ({end}) must come after start ({start})")
             rows.append((path, label, start, end))
     if not rows:
-        raise ValueError(f"annotation file {str(annotation_file)!r} lists no videos")
+        raise InvalidValueError(f"annotation file {str(annotation_file)!r} lists no videos")
 
     labels = [label for _, label, _, _ in rows]
     try:
@@ -131,7 +132,7 @@ def normalize_frames(
     """``uint8`` frames ``(T, H, W, 3)`` -> float ``(T, 3, H, W)`` in [0, 1], then
     ``(x - mean) / std`` per channel (skipped when ``mean``/``std`` are None)."""
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        raise InvalidValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
     x = frames.permute(0, 3, 1, 2).float().div_(255)
     if mean is not None:
         x.sub_(torch.as_tensor(mean, dtype=x.dtype).view(1, 3, 1, 1))
@@ -191,7 +192,7 @@ class VideoClipDataset(Dataset):
     ):
         self.sampler = UniformClipSampler(num_frames) if sampler is None else sampler
         if not isinstance(self.sampler, ClipSampler):
-            raise TypeError(f"sampler must be a ClipSampler, got {type(sampler).__name__}")
+            raise InvalidTypeError(f"sampler must be a ClipSampler, got {type(sampler).__name__}")
         self.size, self.mean, self.std = size, mean, std
         self.backend, self.transform = backend, transform
         records, self.classes = read_annotations(annotation_file, root)
@@ -211,7 +212,7 @@ class VideoClipDataset(Dataset):
                 raise error
             warnings.warn(f"skipping {error}", RuntimeWarning, stacklevel=2)
         if not self.videos:
-            raise ValueError(f"no readable video in {str(annotation_file)!r}")
+            raise InvalidValueError(f"no readable video in {str(annotation_file)!r}")
 
         self._clips: list[_Clip] = []
         for v, (record, (length, fps)) in enumerate(zip(self.videos, self._meta)):
@@ -272,14 +273,14 @@ class VideoFeatureDataset(Dataset):
         if index.is_dir():
             index = index / "index.json"
         if not index.is_file():
-            raise FileNotFoundError(f"no feature index at {str(index)!r}")
+            raise MissingFileError(f"no feature index at {str(index)!r}")
         content = json.loads(index.read_text())
         self.root = index.parent
         self.settings: dict = content["settings"]
         self.entries: list[dict] = content["videos"]
         self.failed: list[dict] = content.get("failed", [])
         if not self.entries:
-            raise ValueError(f"feature index {str(index)!r} lists no videos")
+            raise InvalidValueError(f"feature index {str(index)!r} lists no videos")
 
     def __len__(self) -> int:
         return len(self.entries)

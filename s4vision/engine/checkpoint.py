@@ -27,12 +27,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .._checks import check_positive_int
+from .._io import atomic_write, atomic_write_text, fsync_dir
+from ..errors import InvalidValueError, MissingFileError
+
 __all__ = [
     "METADATA_KEY",
     "save_model_file",
     "read_model_metadata",
     "load_model_weights",
-    "atomic_write_text",
     "capture_rng_state",
     "restore_rng_state",
     "CheckpointManager",
@@ -42,17 +45,6 @@ METADATA_KEY = "s4vision"
 TRAINER_STATE = "trainer_state.pt"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _state_for_saving(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -68,11 +60,11 @@ def save_model_file(path: str | Path, state_dict: dict[str, torch.Tensor], metad
     """
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"model files end in .safetensors, got {path}")
+        raise InvalidValueError(f"model files end in .safetensors, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(_state_for_saving(state_dict), str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
-    os.replace(tmp, path)
+    state = _state_for_saving(state_dict)
+    header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=header))
     if sidecar is not None:
         atomic_write_text(path.with_suffix(".yaml"), yaml.safe_dump(sidecar, sort_keys=False))
     return path
@@ -82,12 +74,12 @@ def read_model_metadata(path: str | Path) -> dict[str, Any]:
     """The s4vision metadata embedded in a ``.safetensors`` file (``{}`` if it has none)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise MissingFileError(f"checkpoint file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(METADATA_KEY)
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
+        raise InvalidValueError(f"{path} is not a readable safetensors file: {err}") from None
     return json.loads(raw) if raw else {}
 
 
@@ -101,7 +93,7 @@ def load_model_weights(model: nn.Module, path: str | Path, arch: str | None = No
     metadata = read_model_metadata(path)
     saved_arch = metadata.get("arch")
     if arch is not None and saved_arch is not None and saved_arch != arch:
-        raise ValueError(f"checkpoint {path} holds a {saved_arch!r} model, not {arch!r}")
+        raise InvalidValueError(f"checkpoint {path} holds a {saved_arch!r} model, not {arch!r}")
     state = load_file(str(path))
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -113,8 +105,8 @@ def load_model_weights(model: nn.Module, path: str | Path, arch: str | None = No
             if keys:
                 problems.append(f"{len(keys)} {label} (e.g. {keys[0]})")
         what = f"a {saved_arch!r} model" if saved_arch else "another architecture"
-        raise ValueError(f"checkpoint {path} does not fit {arch or type(model).__name__!r} "
-                         f"(it looks like {what}): {', '.join(problems)}")
+        raise InvalidValueError(f"checkpoint {path} does not fit {arch or type(model).__name__!r} "
+                                f"(it looks like {what}): {', '.join(problems)}")
     model.load_state_dict(state)
     return metadata
 
@@ -149,10 +141,8 @@ class CheckpointManager:
     """Training checkpoints in ``directory/step_<N>/``; the highest complete step is the latest."""
 
     def __init__(self, directory: str | Path, keep: int = 2):
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, got {keep}")
         self.directory = Path(directory)
-        self.keep = keep
+        self.keep = check_positive_int("keep", keep)
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first (temporary directories start with a dot)."""
@@ -177,11 +167,11 @@ class CheckpointManager:
         if ema_state is not None:
             save_model_file(tmp / EMA_FILE, ema_state, {**metadata, "ema": True})
         torch.save(trainer_state, tmp / TRAINER_STATE)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         for old in self.checkpoints()[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -195,15 +185,3 @@ class CheckpointManager:
         trainer_state = torch.load(checkpoint / TRAINER_STATE, map_location="cpu", weights_only=True)
         return model_state, ema_state, trainer_state
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

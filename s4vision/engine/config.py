@@ -15,6 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from .._checks import check_non_negative_int, check_optional, check_positive_int
+from ..errors import InvalidValueError, MissingFileError
+
 __all__ = [
     "ModelConfig",
     "AugmentConfig",
@@ -127,7 +130,7 @@ def resolve_config_path(name: str | Path) -> Path:
     for candidate in (CONFIG_DIR / path, CONFIG_DIR / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"config file not found: {name} (configs/ has: {', '.join(list_configs()) or 'nothing'})")
+    raise MissingFileError(f"config file not found: {name} (configs/ has: {', '.join(list_configs()) or 'nothing'})")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -141,16 +144,16 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             layers.append(OmegaConf.load(path))
         except Exception as err:  # YAML syntax errors come in several types
-            raise ValueError(f"cannot parse config {path}: {str(err).splitlines()[0]}") from None
+            raise InvalidValueError(f"cannot parse config {path}: {str(err).splitlines()[0]}") from None
     bad = [item for item in overrides if "=" not in item]
     if bad:
-        raise ValueError(f"override {bad[0]!r} is not of the form key=value (e.g. train.epochs=3)")
+        raise InvalidValueError(f"override {bad[0]!r} is not of the form key=value (e.g. train.epochs=3)")
     layers.append(OmegaConf.from_dotlist(list(overrides)))
     try:
         merged = OmegaConf.merge(*layers)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
-        raise ValueError(_describe(err)) from None
+        raise InvalidValueError(_describe(err)) from None
     validate_config(cfg)
     return cfg
 
@@ -158,21 +161,16 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 def validate_config(cfg: ExperimentConfig) -> None:
     """Checks OmegaConf's typing cannot express; raises ``ValueError`` naming the value."""
     if cfg.train.amp not in AMP_MODES:
-        raise ValueError(f"train.amp={cfg.train.amp!r} is not one of {', '.join(AMP_MODES)}")
+        raise InvalidValueError(f"train.amp={cfg.train.amp!r} is not one of {', '.join(AMP_MODES)}")
     for key, value in (("train.epochs", cfg.train.epochs), ("data.batch_size", cfg.data.batch_size),
                        ("data.eval_batch_size", cfg.data.eval_batch_size), ("data.resolution", cfg.data.resolution)):
-        if value < 1:
-            raise ValueError(f"{key} must be at least 1, got {value}")
-    if cfg.data.eval_limit is not None and cfg.data.eval_limit < 1:
-        raise ValueError(f"data.eval_limit must be at least 1, got {cfg.data.eval_limit}")
-    if cfg.train.max_steps is not None and cfg.train.max_steps < 1:
-        raise ValueError(f"train.max_steps must be at least 1, got {cfg.train.max_steps}")
-    if cfg.train.eval_every < 0:
-        raise ValueError(f"train.eval_every must be >= 0, got {cfg.train.eval_every}")
-    if cfg.train.checkpoint_every < 0:
-        raise ValueError(f"train.checkpoint_every must be >= 0, got {cfg.train.checkpoint_every}")
+        check_positive_int(key, value)
+    check_optional(check_positive_int, "data.eval_limit", cfg.data.eval_limit)
+    check_optional(check_positive_int, "train.max_steps", cfg.train.max_steps)
+    check_non_negative_int("train.eval_every", cfg.train.eval_every)
+    check_non_negative_int("train.checkpoint_every", cfg.train.checkpoint_every)
     if not 0 < cfg.train.ema_decay < 1:
-        raise ValueError(f"train.ema_decay must be in (0, 1), got {cfg.train.ema_decay}")
+        raise InvalidValueError(f"train.ema_decay must be in (0, 1), got {cfg.train.ema_decay}")
     progressive_schedule(cfg)  # validates train.progressive
 
 
@@ -183,11 +181,11 @@ def progressive_schedule(cfg: ExperimentConfig) -> list[tuple[int, int]]:
     steps = []
     for item in cfg.train.progressive:
         if len(item) != 2 or item[0] < 0 or item[1] < 1:
-            raise ValueError(f"train.progressive entries must be [epoch >= 0, resolution >= 1], got {list(item)}")
+            raise InvalidValueError(f"train.progressive entries must be [epoch >= 0, resolution >= 1], got {list(item)}")
         steps.append((int(item[0]), int(item[1])))
     steps.sort()
     if steps[0][0] != 0:
-        raise ValueError(f"train.progressive must start at epoch 0, got {cfg.train.progressive}")
+        raise InvalidValueError(f"train.progressive must start at epoch 0, got {cfg.train.progressive}")
     return steps
 
 
@@ -204,7 +202,7 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExperimentConfig), data))
     except OmegaConfBaseException as err:
-        raise ValueError(_describe(err)) from None
+        raise InvalidValueError(_describe(err)) from None
 
 
 def _describe(err: OmegaConfBaseException) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from ..errors import InvalidValueError
 
 __all__ = ["DistributedContext", "init_distributed", "resolve_device", "all_reduce_sum", "barrier", "cleanup"]
 
@@ -33,10 +34,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise InvalidValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
+            raise InvalidValueError(f"device {name!r} requested but CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device

@@ -17,6 +17,7 @@ from .checkpoint import MODEL_FILE, load_model_weights, read_model_metadata
 from .distributed import DistributedContext, all_reduce_sum, resolve_device
 from .factory import check_resolution, create_classifier
 from .sampler import ResumableSampler
+from ..errors import InvalidValueError, MissingFileError
 
 __all__ = ["EvalResult", "autocast", "evaluate", "evaluate_resolutions", "load_checkpoint_model", "evaluate_checkpoint"]
 
@@ -33,7 +34,7 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     if amp == "none":
         return contextlib.nullcontext()
     if amp == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+        raise InvalidValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -61,7 +62,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *, amp:
         all_reduce_sum(totals, ctx)
     count = int(totals[2])
     if count == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
+        raise InvalidValueError("cannot evaluate on an empty dataset")
     return EvalResult(top1=100.0 * totals[1].item() / count, loss=totals[0].item() / count, count=count)
 
 
@@ -100,7 +101,7 @@ def _resolve_checkpoint_file(checkpoint: str | Path) -> Path | None:
     if path.is_dir():
         if (path / MODEL_FILE).is_file():
             return path / MODEL_FILE
-        raise FileNotFoundError(f"no {MODEL_FILE} in directory {path}")
+        raise MissingFileError(f"no {MODEL_FILE} in directory {path}")
     if path.is_file():
         return path
     return None
@@ -119,14 +120,14 @@ def load_checkpoint_model(checkpoint: str | Path, *, model_name: str | None = No
     if path is None:
         name = str(checkpoint)
         if "." not in name or name.endswith(".safetensors") or "/" in name:
-            raise FileNotFoundError(f"checkpoint file not found: {checkpoint}")
+            raise MissingFileError(f"checkpoint file not found: {checkpoint}")
         return _load_pretrained(name, model_name, device)
     metadata = read_model_metadata(path)
     arch = metadata.get("arch")
     if arch is None and model_name is None:
-        raise ValueError(f"checkpoint {path} has no s4vision metadata; name its architecture with --model")
+        raise InvalidValueError(f"checkpoint {path} has no s4vision metadata; name its architecture with --model")
     if model_name is not None and arch is not None and model_name != arch:
-        raise ValueError(f"checkpoint {path} holds a {arch!r} model, not {model_name!r}")
+        raise InvalidValueError(f"checkpoint {path} holds a {arch!r} model, not {model_name!r}")
     arch = arch or model_name
     model = create_classifier(arch, in_chans=metadata.get("in_chans"), num_classes=metadata.get("num_classes"),
                               **metadata.get("model_kwargs", {}))
@@ -141,7 +142,7 @@ def _load_pretrained(name: str, model_name: str | None, device: torch.device | s
 
     arch = name.split(".")[0]
     if model_name is not None and model_name != arch:
-        raise ValueError(f"pretrained weights {name!r} are for {arch!r}, not {model_name!r}")
+        raise InvalidValueError(f"pretrained weights {name!r} are for {arch!r}, not {model_name!r}")
     model = create_classifier(name, pretrained=True)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     entry = manifest_entry(cfg["file"]) if cfg.get("file") else None
@@ -165,12 +166,12 @@ def evaluate_checkpoint(checkpoint: str | Path, resolutions: Sequence[int], *, d
     Returns ``{"arch", "dataset", "split", "train_resolution", "results": {res: {top1, loss, count}}}``.
     """
     if not resolutions:
-        raise ValueError("give at least one resolution to evaluate at")
+        raise InvalidValueError("give at least one resolution to evaluate at")
     device = resolve_device(device)
     model, info = load_checkpoint_model(checkpoint, model_name=model_name, device=device)
     dataset = dataset or info.get("dataset")
     if dataset is None:
-        raise ValueError(f"checkpoint {checkpoint} does not record its dataset; pass --dataset")
+        raise InvalidValueError(f"checkpoint {checkpoint} does not record its dataset; pass --dataset")
     data = create_image_dataset(dataset, split, root=root, in_chans=info.get("in_chans"))
     results = evaluate_resolutions(model, data, resolutions, device=device, batch_size=batch_size,
                                    interpolation=interpolation, progress=progress)

@@ -7,6 +7,9 @@ import timm
 import torch
 from torch import nn
 
+from .._checks import check_positive_int
+from ..errors import InvalidTypeError, InvalidValueError
+
 __all__ = ["is_s4vision_model", "list_s4vision_models", "create_classifier", "count_parameters", "min_resolution", "check_resolution"]
 
 
@@ -43,8 +46,8 @@ def create_classifier(name: str, *, in_chans: int | None = None, num_classes: in
     _register_models()
     arch = name.split(".")[0]
     if not timm.is_model(arch):
-        raise ValueError(f"unknown model {name!r}; s4vision models: {', '.join(list_s4vision_models())} "
-                         "(or any timm model name)")
+        raise InvalidValueError(f"unknown model {name!r}; s4vision models: {', '.join(list_s4vision_models())} "
+                                "(or any timm model name)")
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
     if num_classes is not None:
@@ -52,7 +55,7 @@ def create_classifier(name: str, *, in_chans: int | None = None, num_classes: in
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as err:  # an unknown constructor argument
-        raise TypeError(f"cannot create {name!r} with arguments {sorted(kwargs)}: {err}") from None
+        raise InvalidTypeError(f"cannot create {name!r} with arguments {sorted(kwargs)}: {err}") from None
 
 
 def count_parameters(name: str, **kwargs: Any) -> int:
@@ -78,9 +81,8 @@ def min_resolution(model: nn.Module) -> int | None:
 
 def check_resolution(model: nn.Module, resolution: int, name: str | None = None) -> None:
     """Raise ``ValueError`` when ``resolution`` is below what ``model`` supports."""
-    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
-        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+    check_positive_int("resolution", resolution)
     minimum = min_resolution(model)
     if minimum is not None and resolution < minimum:
         label = name or getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
-        raise ValueError(f"resolution {resolution} is below the minimum {minimum} of model {label!r}")
+        raise InvalidValueError(f"resolution {resolution} is below the minimum {minimum} of model {label!r}")

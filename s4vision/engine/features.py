@@ -26,10 +26,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .._checks import check_positive_int
+from .._io import atomic_write, atomic_write_json
 from ..data.clips import UniformClipSampler, frame_span
 from ..data.video import PathLike, SizeArg, VideoDecodeError, VideoReader, check_size
 from ..data.video_dataset import VideoRecord, normalize_frames, read_annotations
-from ..models.vis4mer import frame_tokens
+from ..errors import InvalidValueError, MissingFileError
+from ..layers.tokens import frame_tokens
 
 __all__ = ["extract_features", "INDEX_NAME", "VIDEO_EXTENSIONS"]
 
@@ -43,12 +46,12 @@ def _list_videos(annotation_or_dir: Path) -> tuple[list[VideoRecord], Path]:
     if annotation_or_dir.is_dir():
         paths = sorted(p for p in annotation_or_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
         if not paths:
-            raise ValueError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {str(annotation_or_dir)!r}")
+            raise InvalidValueError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {str(annotation_or_dir)!r}")
         return [VideoRecord(str(p), -1) for p in paths], annotation_or_dir
     if annotation_or_dir.is_file():
         records, _ = read_annotations(annotation_or_dir)
         return records, annotation_or_dir.parent
-    raise FileNotFoundError(f"no such annotation file or directory: {str(annotation_or_dir)!r}")
+    raise MissingFileError(f"no such annotation file or directory: {str(annotation_or_dir)!r}")
 
 
 def _cache_name(record: VideoRecord, root: Path) -> str:
@@ -67,11 +70,11 @@ def _create_model(model: str, pretrained: bool, checkpoint: PathLike | None, dev
     net = timm.create_model(model, pretrained=pretrained, num_classes=0)
     if checkpoint is not None:
         if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(f"no such checkpoint: {str(checkpoint)!r}")
+            raise MissingFileError(f"no such checkpoint: {str(checkpoint)!r}")
         state = timm.models.load_state_dict(str(checkpoint))
         result = net.load_state_dict(state, strict=False)
         if result.missing_keys:
-            raise ValueError(
+            raise InvalidValueError(
                 f"checkpoint {str(checkpoint)!r} does not fit model {model!r}: missing "
                 f"{result.missing_keys[:5]}{'...' if len(result.missing_keys) > 5 else ''}"
             )
@@ -106,12 +109,6 @@ def _video_features(
             out = net(x)
         chunks.append(out.float().cpu())
     return torch.cat(chunks)
-
-
-def _write_atomic_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
 
 
 def extract_features(
@@ -163,15 +160,14 @@ def extract_features(
             different settings.
     """
     if num_frames is not None and fps is not None:
-        raise ValueError(f"give at most one of num_frames and fps, got num_frames={num_frames}, fps={fps}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise InvalidValueError(f"give at most one of num_frames and fps, got num_frames={num_frames}, fps={fps}")
+    check_positive_int("batch_size", batch_size)
     sampler = None if num_frames is None and fps is None else UniformClipSampler(num_frames, fps=fps)
     records, root = _list_videos(Path(annotation_or_dir))
     names = [_cache_name(r, root) for r in records]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"videos map to the same cache file (duplicate lines?): {duplicates[:5]}")
+        raise InvalidValueError(f"videos map to the same cache file (duplicate lines?): {duplicates[:5]}")
 
     device = torch.device(device)
     net = _create_model(model, pretrained, checkpoint, device)
@@ -192,7 +188,7 @@ def extract_features(
     if resume and index_path.exists():
         index = json.loads(index_path.read_text())
         if index.get("settings") != settings:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{str(index_path)!r} was made with other settings ({index.get('settings')}); "
                 "use another out_dir or resume=False"
             )
@@ -205,7 +201,7 @@ def extract_features(
     failed: list[dict] = []
 
     def write_index() -> None:
-        _write_atomic_json(index_path, {"settings": settings, "videos": entries, "failed": failed})
+        atomic_write_json(index_path, {"settings": settings, "videos": entries, "failed": failed}, indent=1)
 
     write_index()  # the settings are on disk before any feature file
     try:
@@ -269,6 +265,5 @@ def _cached_shape(path: Path) -> list[int]:
 
 
 def _save_features(path: Path, features: torch.Tensor, indices: torch.Tensor) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"features": features.contiguous(), "frame_indices": indices.long().contiguous()}, str(tmp))
-    os.replace(tmp, path)
+    tensors = {"features": features.contiguous(), "frame_indices": indices.long().contiguous()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
+
+from .._io import atomic_write_text
+from ..errors import InvalidValueError
 
 __all__ = ["MetricLogger"]
 
@@ -34,15 +38,16 @@ class MetricLogger:
             return
         with open(self.path, newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < epoch]
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=self.FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, table.getvalue())
 
     def log(self, row: dict[str, Any]) -> None:
         unknown = set(row) - set(self.FIELDS)
         if unknown:
-            raise ValueError(f"unknown log fields {sorted(unknown)}; valid: {', '.join(self.FIELDS)}")
+            raise InvalidValueError(f"unknown log fields {sorted(unknown)}; valid: {', '.join(self.FIELDS)}")
         new = not self.path.is_file()
         with open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.FIELDS)

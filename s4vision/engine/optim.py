@@ -2,8 +2,8 @@
 
 Groups, as in the S4 papers:
 
-- ``ssm``: the state-space kernel parameters (``log_dt``, ``A``, ``B``, ``C``, ``P`` of every
-  :class:`~s4vision.kernels.ssm.SSMKernelBase`, or any parameter carrying an ``_optim`` hint)
+- ``ssm``: the state-space parameters, as :func:`~s4vision.kernels.ssm.ssm_parameter_names`
+  names them (every parameter of an SSM kernel generator, or any carrying an ``_optim`` hint),
   train with their own learning rate ``ssm_lr`` and no weight decay;
 - ``no_decay``: biases, norm scales (any tensor with ``ndim <= 1``) and the names (or
   ``fnmatch`` patterns) returned by the model's ``no_weight_decay()``: no weight decay;
@@ -18,19 +18,11 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from .._checks import check_positive_int, check_probability
+from ..kernels.ssm import ssm_parameter_names
 from .config import OptimConfig
 
 __all__ = ["param_groups", "create_optimizer", "WarmupCosine", "create_scheduler"]
-
-
-def _ssm_parameter_ids(model: nn.Module) -> set[int]:
-    from ..kernels.ssm import SSMKernelBase
-
-    ids = {id(p) for p in model.parameters() if hasattr(p, "_optim")}
-    for module in model.modules():
-        if isinstance(module, SSMKernelBase):
-            ids.update(id(p) for p in module.parameters(recurse=False))
-    return ids
 
 
 def _no_weight_decay_patterns(model: nn.Module) -> set[str]:
@@ -47,13 +39,13 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, ssm_lr: float
 
     Each group carries a ``name`` key so logs and tests can find it.
     """
-    ssm_ids = _ssm_parameter_ids(model)
+    ssm_names = ssm_parameter_names(model)
     no_wd = _no_weight_decay_patterns(model)
     groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "ssm": []}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if id(param) in ssm_ids:
+        if name in ssm_names:
             groups["ssm"].append(param)
         elif param.ndim <= 1 or _matches(name, no_wd):
             groups["no_decay"].append(param)
@@ -77,13 +69,9 @@ class WarmupCosine:
     to ``min_ratio`` at ``total_steps``. Picklable, so ``LambdaLR`` state round-trips."""
 
     def __init__(self, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0):
-        if total_steps < 1:
-            raise ValueError(f"total_steps must be at least 1, got {total_steps}")
-        if not 0 <= min_ratio <= 1:
-            raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
-        self.total_steps = total_steps
+        self.total_steps = check_positive_int("total_steps", total_steps)
         self.warmup_steps = max(0, min(warmup_steps, total_steps - 1))
-        self.min_ratio = min_ratio
+        self.min_ratio = check_probability("min_ratio", min_ratio)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:

@@ -6,6 +6,7 @@ from typing import Iterator
 
 import torch
 from torch.utils.data import Sampler
+from ..errors import InvalidValueError
 
 __all__ = ["ResumableSampler"]
 
@@ -24,9 +25,9 @@ class ResumableSampler(Sampler[int]):
     def __init__(self, num_samples: int, *, shuffle: bool = True, seed: int = 0, rank: int = 0,
                  world_size: int = 1, pad: bool = True):
         if num_samples < 1:
-            raise ValueError(f"cannot sample from an empty dataset (num_samples={num_samples})")
+            raise InvalidValueError(f"cannot sample from an empty dataset (num_samples={num_samples})")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+            raise InvalidValueError(f"rank {rank} is outside world_size {world_size}")
         self.num_samples = num_samples
         self.shuffle, self.seed, self.pad = shuffle, seed, pad
         self.rank, self.world_size = rank, world_size
@@ -41,7 +42,7 @@ class ResumableSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         if not 0 <= start <= self.per_rank:
-            raise ValueError(f"start={start} is outside this rank's {self.per_rank} samples")
+            raise InvalidValueError(f"start={start} is outside this rank's {self.per_rank} samples")
         self.epoch, self.start = epoch, start
 
     def _epoch_order(self) -> list[int]:

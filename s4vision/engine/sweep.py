@@ -1,14 +1,15 @@
 """Train-resolution x test-resolution sweeps over several models."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._io import atomic_write_json
 from .config import load_config
 from .evaluate import evaluate_checkpoint
 from .report import format_table
 from .train import train
+from ..errors import InvalidValueError
 
 __all__ = ["run_sweep", "sweep_tables"]
 
@@ -23,7 +24,7 @@ def run_sweep(models: Sequence[str], train_resolutions: Sequence[int], test_reso
     ``output_dir/sweep.json``) ``{"results": {model: {train_res: {test_res: top1}}}, ...}``.
     """
     if not models or not train_resolutions or not test_resolutions:
-        raise ValueError("a sweep needs at least one model, one training and one test resolution")
+        raise InvalidValueError("a sweep needs at least one model, one training and one test resolution")
     output_dir = Path(output_dir)
     results: dict[str, dict[int, dict[int, float]]] = {}
     for model in models:
@@ -43,7 +44,7 @@ def run_sweep(models: Sequence[str], train_resolutions: Sequence[int], test_reso
     summary = {"train_resolutions": list(train_resolutions), "test_resolutions": list(test_resolutions),
                "config": str(config) if config else None, "overrides": list(overrides), "results": results}
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "sweep.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(output_dir / "sweep.json", summary, indent=2)
     return summary
 
 

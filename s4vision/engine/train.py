@@ -41,6 +41,8 @@ from .factory import check_resolution, create_classifier, is_s4vision_model
 from .logger import MetricLogger
 from .optim import create_optimizer, create_scheduler
 from .sampler import ResumableSampler
+from .._io import atomic_write_text
+from ..errors import InvalidValueError, TrainingDivergedError
 
 __all__ = ["TrainResult", "Trainer", "train", "seed_everything"]
 
@@ -198,13 +200,13 @@ class Trainer:
             return None
         model_state, ema_state, state = CheckpointManager.load(checkpoint)
         if state["world_size"] != self.ctx.world_size:
-            raise ValueError(f"checkpoint {checkpoint} was written by {state['world_size']} processes; "
-                             f"resume it with the same number, not {self.ctx.world_size}")
+            raise InvalidValueError(f"checkpoint {checkpoint} was written by {state['world_size']} processes; "
+                                    f"resume it with the same number, not {self.ctx.world_size}")
         self._warn_config_changes(state["config"])
         self.model.load_state_dict(model_state)
         if self.ema is not None:
             if ema_state is None:
-                raise ValueError(f"checkpoint {checkpoint} has no EMA weights but train.ema=true")
+                raise InvalidValueError(f"checkpoint {checkpoint} has no EMA weights but train.ema=true")
             self.ema.module.load_state_dict(ema_state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -232,14 +234,14 @@ class Trainer:
         cfg = self.cfg
         restored = self._restore() if resume else None
         if restored is None and self.checkpoints.latest() is not None:
-            raise ValueError(f"{self.output_dir} already holds checkpoints of a previous run; pass --resume "
-                             "(resume=True) to continue it, or choose another train.output_dir")
+            raise InvalidValueError(f"{self.output_dir} already holds checkpoints of a previous run; pass --resume "
+                                    "(resume=True) to continue it, or choose another train.output_dir")
         if resume and restored is None and self.ctx.is_main:
             tqdm.write(f"no checkpoint in {self.checkpoints.directory}; starting from scratch")
         epoch, batch, step, totals = restored or (0, 0, 0, torch.zeros(3, dtype=torch.float64))
         if self.ctx.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            atomic_write_text(self.output_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
             self.logger = MetricLogger(self.output_dir)
             self.logger.truncate_from(epoch)
 
@@ -327,8 +329,8 @@ class Trainer:
             self.ema.update(self.model, step=step + 1)
         value = loss.item()
         if not math.isfinite(value):
-            raise FloatingPointError(f"training loss became {value} at step {step + 1}; "
-                                     "lower optim.lr or set optim.clip_grad")
+            raise TrainingDivergedError(f"training loss became {value} at step {step + 1}; "
+                                        "lower optim.lr or set optim.clip_grad")
         return value, int((logits.argmax(dim=1) == targets).sum())
 
     def _epoch_row(self, epoch: int, step: int, resolution: int, totals: torch.Tensor, seconds: float) -> dict:

@@ -19,6 +19,11 @@ class EvalKernelCache:
     key on (e.g. one substituted by ``functional_call`` under ``torch.inference_mode``). Under
     ``torch.inference_mode`` the cache works as under ``torch.no_grad``; its entries are then
     inference tensors, which later no-grad calls may read.
+
+    Edit parameters in place under ``torch.no_grad()`` (``p.add_(...)``, ``p.copy_(...)``, an
+    optimiser step, ``load_state_dict``): those bump the version counter. An edit through
+    ``p.data`` bypasses it, so call :meth:`clear` (or switch the module to training and back
+    with a call in between) after one.
     """
 
     def __init__(self, max_entries: int = 8) -> None:

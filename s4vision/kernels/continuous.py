@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice
+from ..errors import InvalidValueError
 
 __all__ = ["KernelNet", "MAGNet", "GaborNet", "SIREN", "RFFMLP", "KERNEL_NETS", "kernel_net"]
 
@@ -35,7 +36,7 @@ def _check_positive(name: str, value, kind=int) -> None:
     if kind is int:
         ok = ok and isinstance(value, int)
     if not ok:
-        raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
+        raise InvalidValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
 
 
 class KernelNet(nn.Module):
@@ -50,7 +51,7 @@ class KernelNet(nn.Module):
 
     def _check_coords(self, coords: torch.Tensor) -> None:
         if coords.shape[-1] != self.in_dim:
-            raise ValueError(f"{type(self).__name__} expects coordinates (..., {self.in_dim}), got {tuple(coords.shape)}")
+            raise InvalidValueError(f"{type(self).__name__} expects coordinates (..., {self.in_dim}), got {tuple(coords.shape)}")
 
     @torch.no_grad()
     def _normalise_output(self, head: nn.Linear, points_per_axis: int = 33) -> None:

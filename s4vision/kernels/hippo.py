@@ -10,6 +10,7 @@ import math
 from typing import NamedTuple
 
 import torch
+from ..errors import InvalidValueError
 
 __all__ = ["MEASURES", "DIAGONAL_INITS", "hippo", "nplr", "NPLR", "dplr_init", "diagonal_init"]
 
@@ -22,12 +23,12 @@ _NPLR_RANK = {"legs": 1, "legt": 2, "lagt": 1, "fout": 1}
 
 def _check_size(N: int) -> None:
     if not isinstance(N, int) or isinstance(N, bool) or N <= 0:
-        raise ValueError(f"state size N must be a positive integer, got {N!r}")
+        raise InvalidValueError(f"state size N must be a positive integer, got {N!r}")
 
 
 def _check_measure(measure: str) -> None:
     if measure not in MEASURES:
-        raise ValueError(f"unknown HiPPO measure {measure!r}; valid measures: {', '.join(MEASURES)}")
+        raise InvalidValueError(f"unknown HiPPO measure {measure!r}; valid measures: {', '.join(MEASURES)}")
 
 
 def hippo(measure: str, N: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +112,7 @@ def nplr(measure: str, N: int, rank: int = 1) -> NPLR:
     _check_size(N)
     min_rank = _NPLR_RANK[measure]
     if not isinstance(rank, int) or rank < min_rank:
-        raise ValueError(f"measure {measure!r} needs a low-rank correction of rank >= {min_rank}, got rank={rank!r}")
+        raise InvalidValueError(f"measure {measure!r} needs a low-rank correction of rank >= {min_rank}, got rank={rank!r}")
     A, B = hippo(measure, N)
     P = _low_rank_factor(measure, N)
     S = A + P.T @ P
@@ -132,7 +133,7 @@ def dplr_init(measure: str, N: int, rank: int = 1) -> tuple[torch.Tensor, torch.
     complex system of size ``N // 2`` whose real part (times 2) models the size-``N`` system.
     """
     if N % 2:
-        raise ValueError(f"DPLR kernels use conjugate pairs, so d_state must be even, got {N}")
+        raise InvalidValueError(f"DPLR kernels use conjugate pairs, so d_state must be even, got {N}")
     form = nplr(measure, N, rank)
     Vh = form.V.conj().T
     P = (Vh @ form.P.T.to(torch.complex128)).T
@@ -148,10 +149,10 @@ def diagonal_init(init: str, N: int) -> torch.Tensor:
     eigenvalues of the normal part of HiPPO-LegS; ``"real"``: ``-(n+1)``.
     """
     if init not in DIAGONAL_INITS:
-        raise ValueError(f"unknown diagonal init {init!r}; valid inits: {', '.join(DIAGONAL_INITS)}")
+        raise InvalidValueError(f"unknown diagonal init {init!r}; valid inits: {', '.join(DIAGONAL_INITS)}")
     _check_size(N)
     if N % 2:
-        raise ValueError(f"diagonal SSMs use conjugate pairs, so d_state must be even, got {N}")
+        raise InvalidValueError(f"diagonal SSMs use conjugate pairs, so d_state must be even, got {N}")
     M = N // 2
     n = torch.arange(M, dtype=torch.float64)
     if init == "lin":

@@ -4,9 +4,16 @@ A generator holds the continuous parameters ``(log_dt, A, B, C)`` of ``H`` indep
 with ``M = d_state // 2`` complex modes each (one mode per conjugate pair, output ``2 Re(C x)``)
 and produces
 
-- ``gen(L, rate)``: the real convolution kernel ``K (channels, H, L)`` with
+- ``gen(L, rate)``: the real causal convolution kernel ``K (channels, H, L)`` with
   ``K[..., l] = 2 Re(C dA^l dB)``, where ``dA, dB`` discretise ``A, B`` with step ``dt * rate``;
+- ``gen.centred(L, rate, bidirectional)``: the cell-centred kernel ``(..., H, 2L - 1)`` of a
+  layer whose samples stand for cells of a continuous signal (S4ND, bidirectional S4);
 - ``gen.discrete(rate)``: the :class:`DiscreteSSM` ``(dA, dB, C)`` used by the recurrent view.
+
+``rate`` is the sampling step relative to the reference grid the parameters were defined on
+(:mod:`s4vision.sampling`): ``dt`` is the step per *reference* sample. The band limit is
+defined on that grid too (see :meth:`SSMKernelBase.mode_mask`), so a layer keeps the same modes
+at every resolution.
 
 Both views describe the same complex system of size ``M``, so stepping the recurrence
 reproduces the convolution exactly. Parameters are stored as real tensors (complex values as
@@ -21,9 +28,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_choice, check_optional, check_positive_int, check_positive_number
+from ..sampling import check_rate
 from .cache import EvalKernelCache
 from .hippo import DIAGONAL_INITS, MEASURES, diagonal_init, dplr_init
+from ..errors import InvalidValueError
 
 __all__ = [
     "DiscreteSSM",
@@ -36,6 +45,7 @@ __all__ = [
     "krylov",
     "vandermonde_kernel",
     "dense_kernel",
+    "ssm_parameter_names",
 ]
 
 DISCRETIZATIONS = ("zoh", "bilinear")
@@ -102,7 +112,7 @@ def centred_kernel(k_fwd: torch.Tensor, k_bwd: torch.Tensor, *, half_step: bool 
     what makes the kernels of one layer agree across resolutions.
     """
     if k_fwd.shape != k_bwd.shape:
-        raise ValueError(f"kernel halves must have the same shape, got {tuple(k_fwd.shape)} and {tuple(k_bwd.shape)}")
+        raise InvalidValueError(f"kernel halves must have the same shape, got {tuple(k_fwd.shape)} and {tuple(k_bwd.shape)}")
     if not half_step:
         origin = (k_fwd[..., :1] + k_bwd[..., :1])
         return torch.cat([k_bwd[..., 1:].flip(-1), origin, k_fwd[..., 1:]], dim=-1)
@@ -123,13 +133,6 @@ def _complex(p: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(p.contiguous())
 
 
-def _check_rate(rate: float) -> float:
-    rate = float(rate)
-    if not math.isfinite(rate) or rate <= 0:
-        raise ValueError(f"rate must be a positive finite number, got {rate!r}")
-    return rate
-
-
 class SSMKernelBase(nn.Module):
     """Shared parameters and bookkeeping of the SSM kernel generators.
 
@@ -139,8 +142,10 @@ class SSMKernelBase(nn.Module):
         channels: number of output maps ``C`` per SSM (kernels are ``(channels, H, L)``).
         disc: ``"zoh"`` or ``"bilinear"``.
         dt_min, dt_max: ``dt`` is initialised log-uniformly in ``[dt_min, dt_max]``.
-        bandlimit: if set, modes with frequency ``dt * rate * |Im A| / (2 pi) >= bandlimit / 2``
-            are zeroed (S4ND's anti-aliasing), so the kernel has no energy above that frequency.
+        bandlimit: if set, keep only the modes whose frequency ``dt * |Im A| / (2 pi)``, in
+            cycles per *reference* sample, is below ``bandlimit / 2`` and below the Nyquist
+            frequency of the grid actually sampled, ``1 / (2 rate)`` (S4ND's anti-aliasing).
+            ``1.0`` keeps what the reference grid resolves.
         lr: if set, the SSM parameters ``log_dt, A, B, C`` (and ``P``) carry an ``_optim``
             attribute ``{"lr": lr, "weight_decay": 0.0}`` for optimisers that honour it.
     """
@@ -155,32 +160,39 @@ class SSMKernelBase(nn.Module):
         dt_max: float = 1e-1,
         bandlimit: float | None = None,
         lr: float | None = None,
+        device=None,
+        dtype=None,
     ) -> None:
         super().__init__()
         check_positive_int("d_model", d_model)
         check_positive_int("d_state", d_state)
         check_positive_int("channels", channels)
         if d_state % 2:
-            raise ValueError(f"d_state must be even (modes come in conjugate pairs), got {d_state}")
+            raise InvalidValueError(f"d_state must be even (modes come in conjugate pairs), got {d_state}")
         check_choice("discretization", disc, DISCRETIZATIONS)
         if not 0 < dt_min <= dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-        if bandlimit is not None and bandlimit <= 0:
-            raise ValueError(f"bandlimit must be positive or None, got {bandlimit}")
+            raise InvalidValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        check_optional(check_positive_number, "bandlimit", bandlimit)
         self.d_model, self.d_state, self.channels = d_model, d_state, channels
         self.modes = d_state // 2
         self.disc, self.bandlimit, self.lr = disc, bandlimit, lr
+        self._factory = dict(device=device, dtype=dtype if dtype is not None else torch.get_default_dtype())
+        # Initial values are drawn on the CPU (the HiPPO inits need float64 linear algebra) and
+        # then placed, so a model built on another device (or "meta") gets the same parameters.
         u = torch.rand(d_model)
-        self.log_dt = nn.Parameter(math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)))
+        self.log_dt = self._parameter(math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)))
         c = torch.randn(channels, d_model, self.modes, dtype=torch.complex64) * 0.5**0.5
-        self.C = nn.Parameter(_as_real(c))
+        self.C = self._parameter(_as_real(c))
         self._cache = EvalKernelCache(max_entries=16)
+
+    def _parameter(self, value: torch.Tensor) -> nn.Parameter:
+        return nn.Parameter(value.to(**self._factory))
 
     def _init_A_B(self, A: torch.Tensor, B: torch.Tensor) -> None:
         """Register ``A (H, M)`` as ``log(-Re A)`` and ``Im A``, and ``B (H, M)``."""
-        self.log_A_real = nn.Parameter(torch.log(-A.real.clamp(max=-1e-4)).float())
-        self.A_imag = nn.Parameter(A.imag.float().clone())
-        self.B = nn.Parameter(_as_real(B))
+        self.log_A_real = self._parameter(torch.log(-A.real.clamp(max=-1e-4)).float())
+        self.A_imag = self._parameter(A.imag.float().clone())
+        self.B = self._parameter(_as_real(B))
 
     def _mark_ssm_params(self) -> None:
         if self.lr is None:
@@ -201,23 +213,29 @@ class SSMKernelBase(nn.Module):
 
     def dt(self, rate: float = 1.0) -> torch.Tensor:
         """Step sizes ``(H,)`` at ``rate``."""
-        return torch.exp(self._real(self.log_dt)) * _check_rate(rate)
+        return torch.exp(self._real(self.log_dt)) * check_rate(rate)
 
     def diagonal_A(self) -> torch.Tensor:
         """The diagonal part of ``A``: ``(H, M)`` complex with negative real part."""
         return torch.complex(-torch.exp(self._real(self.log_A_real)), self._real(self.A_imag))
 
-    def mode_mask(self, dt: torch.Tensor) -> torch.Tensor | None:
-        """``(H, M)`` 0/1 mask of the modes below the band limit, or ``None``."""
+    def mode_mask(self, rate: float = 1.0) -> torch.Tensor | None:
+        """``(H, M)`` 0/1 mask of the modes kept by the band limit at ``rate``, or ``None``.
+
+        A mode's frequency is measured per *reference* sample (``dt`` at rate 1), so the same
+        modes are kept at every resolution; a grid coarser than the reference (``rate > 1``)
+        also drops the modes above its own Nyquist frequency.
+        """
         if self.bandlimit is None:
             return None
-        freq = dt[:, None] * self.diagonal_A().imag.abs() / (2 * math.pi)
-        return (freq < self.bandlimit / 2).to(dt.dtype)
+        freq = self.dt(1.0)[:, None] * self.diagonal_A().imag.abs() / (2 * math.pi)
+        keep = freq * max(1.0, check_rate(rate) * self.bandlimit) < self.bandlimit / 2
+        return keep.to(freq.dtype)
 
-    def output_matrix(self, dt: torch.Tensor) -> torch.Tensor:
-        """``C (channels, H, M)`` with band-limited modes removed."""
+    def output_matrix(self, rate: float = 1.0) -> torch.Tensor:
+        """``C (channels, H, M)`` with the modes above the band limit at ``rate`` removed."""
         C = self._cplx(self.C)
-        mask = self.mode_mask(dt)
+        mask = self.mode_mask(rate)
         return C if mask is None else C * mask
 
     # -- caching -----------------------------------------------------------------------------
@@ -229,22 +247,45 @@ class SSMKernelBase(nn.Module):
     # -- public API --------------------------------------------------------------------------
 
     def forward(self, L: int, rate: float = 1.0) -> torch.Tensor:
-        """Kernel ``(channels, H, L)`` sampled with step ``dt * rate``."""
+        """Causal kernel ``(channels, H, L)`` sampled with step ``dt * rate``."""
         check_positive_int("kernel length L", L)
-        rate = _check_rate(rate)
+        rate = check_rate(rate)
         with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
-            return self._cache(self, ("kernel", L, rate), lambda: self._kernel(L, rate))
+            return self._cache(self, ("kernel", L, rate), lambda: self._kernel(L, rate, rate))
+
+    def centred(self, L: int, rate: float = 1.0, bidirectional: bool = True) -> torch.Tensor:
+        """Cell-centred kernel ``(channels', H, 2L - 1)`` for ``L`` samples at ``rate``.
+
+        The generator's channels are the causal halves: with ``bidirectional`` the first half
+        acts forwards and the second backwards (``channels' = channels / 2``); otherwise every
+        channel is a forward half and the backward one is zero. The halves are sampled at half
+        the step and paired into cells (:func:`centred_kernel` with ``half_step=True``), so the
+        kernel of one layer agrees with itself across resolutions.
+        """
+        check_positive_int("kernel length L", L)
+        rate = check_rate(rate)
+        if bidirectional and self.channels % 2:
+            raise InvalidValueError(f"a bidirectional kernel needs an even number of channels, got {self.channels}")
+
+        def compute() -> torch.Tensor:
+            k = self._kernel(2 * L, rate / 2, rate)
+            fwd, bwd = k.chunk(2) if bidirectional else (k, torch.zeros_like(k))
+            return centred_kernel(fwd, bwd, half_step=True)
+
+        with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
+            return self._cache(self, ("centred", L, rate, bidirectional), compute)
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
         """The discretised system at ``rate`` (see :class:`DiscreteSSM`)."""
-        rate = _check_rate(rate)
+        rate = check_rate(rate)
         with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
-            return self._cache(self, ("discrete", rate), lambda: self._discrete(rate))
+            return self._cache(self, ("discrete", rate), lambda: self._discrete(rate, rate))
 
-    def _kernel(self, L: int, rate: float) -> torch.Tensor:
+    def _kernel(self, L: int, rate: float, band_rate: float) -> torch.Tensor:
+        """``L`` taps at step ``dt * rate``, band-limited for a grid sampled at ``band_rate``."""
         raise NotImplementedError
 
-    def _discrete(self, rate: float) -> DiscreteSSM:
+    def _discrete(self, rate: float, band_rate: float) -> DiscreteSSM:
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -279,13 +320,13 @@ class S4DKernel(SSMKernelBase):
             dB = B * dt[:, None] / (1 - dtA / 2)
         return dt, log_dA, dB
 
-    def _discrete(self, rate: float) -> DiscreteSSM:
+    def _discrete(self, rate: float, band_rate: float) -> DiscreteSSM:
         dt, log_dA, dB = self._log_dA_dB(rate)
-        return DiscreteSSM(torch.exp(log_dA), dB, self.output_matrix(dt))
+        return DiscreteSSM(torch.exp(log_dA), dB, self.output_matrix(band_rate))
 
-    def _kernel(self, L: int, rate: float) -> torch.Tensor:
+    def _kernel(self, L: int, rate: float, band_rate: float) -> torch.Tensor:
         dt, log_dA, dB = self._log_dA_dB(rate)
-        CB = self.output_matrix(dt) * dB  # (C, H, M)
+        CB = self.output_matrix(band_rate) * dB  # (C, H, M)
         return vandermonde_kernel(CB, log_dA, L)
 
 
@@ -328,7 +369,7 @@ class S4Kernel(SSMKernelBase):
         d_state: int = 64,
         channels: int = 1,
         init: str = "legs",
-        rank: int | None = None,
+        dplr_rank: int | None = None,
         disc: str = "bilinear",
         method: str = "cauchy",
         **kwargs,
@@ -337,11 +378,11 @@ class S4Kernel(SSMKernelBase):
         check_choice("S4 kernel method", method, ("cauchy", "krylov"))
         self.method = method
         check_choice("S4 init measure", init, MEASURES)
-        rank = {"legt": 2}.get(init, 1) if rank is None else rank
-        self.init, self.rank = init, rank
-        Lambda, P, B = dplr_init(init, d_state, rank)
+        dplr_rank = {"legt": 2}.get(init, 1) if dplr_rank is None else dplr_rank
+        self.init, self.dplr_rank = init, dplr_rank
+        Lambda, P, B = dplr_init(init, d_state, dplr_rank)
         self._init_A_B(Lambda.expand(d_model, -1), B.expand(d_model, -1))
-        self.P = nn.Parameter(_as_real(P[:, None, :].expand(-1, d_model, -1)))
+        self.P = self._parameter(_as_real(P[:, None, :].expand(-1, d_model, -1)))
         self._mark_ssm_params()
 
     def dense_A(self) -> torch.Tensor:
@@ -349,7 +390,7 @@ class S4Kernel(SSMKernelBase):
         P = self._cplx(self.P)
         return torch.diag_embed(self.diagonal_A()) - torch.einsum("rhm,rhn->hmn", P, P.conj())
 
-    def _discrete(self, rate: float) -> DiscreteSSM:
+    def _discrete(self, rate: float, band_rate: float) -> DiscreteSSM:
         dt = self.dt(rate)
         A = self.dense_A()
         B = self._cplx(self.B)
@@ -362,16 +403,16 @@ class S4Kernel(SSMKernelBase):
             lhs = eye - dtA / 2
             dA = torch.linalg.solve(lhs, eye + dtA / 2)
             dB = torch.linalg.solve(lhs, (dt[:, None] * B)[..., None])[..., 0]
-        return DiscreteSSM(dA, dB, self.output_matrix(dt))
+        return DiscreteSSM(dA, dB, self.output_matrix(band_rate))
 
-    def _kernel(self, L: int, rate: float) -> torch.Tensor:
+    def _kernel(self, L: int, rate: float, band_rate: float) -> torch.Tensor:
         if self.disc == "zoh" or self.method == "krylov":
-            ssm = self._discrete(rate)
+            ssm = self._discrete(rate, band_rate)
             return dense_kernel(ssm.C, ssm.dA, ssm.dB, L)
-        return self._bilinear_kernel(L, rate)
+        return self._bilinear_kernel(L, rate, band_rate)
 
-    def _bilinear_kernel(self, L: int, rate: float) -> torch.Tensor:
-        ssm = self._discrete(rate)
+    def _bilinear_kernel(self, L: int, rate: float, band_rate: float) -> torch.Tensor:
+        ssm = self._discrete(rate, band_rate)
         dt = self.dt(rate)
         # Truncating the generating function at L folds in (I - dA^L).
         C = ssm.C - torch.einsum("chm,hmn->chn", ssm.C, ssm.power(L))
@@ -437,7 +478,24 @@ KERNELS = {"s4d": S4DKernel, "s4": S4Kernel}
 
 
 def ssm_kernel(kernel: str, d_model: int, d_state: int = 64, channels: int = 1, **kwargs) -> SSMKernelBase:
-    """Build a kernel generator by name: ``"s4d"`` (:class:`S4DKernel`) or ``"s4"`` (:class:`S4Kernel`)."""
+    """Build a kernel generator by name: ``"s4d"`` (:class:`S4DKernel`) or ``"s4"`` (:class:`S4Kernel`).
+
+    Keyword arguments set to ``None`` take the generator's default (``bandlimit=None`` is itself
+    the default: no band limit).
+    """
     check_choice("SSM kernel", kernel, KERNELS)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "bandlimit"}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return KERNELS[kernel](d_model, d_state, channels, **kwargs)
+
+
+def ssm_parameter_names(model: nn.Module) -> set[str]:
+    """Full names of the state-space parameters of ``model``: every parameter of an
+    :class:`SSMKernelBase` (``log_dt``, ``log_A_real``, ``A_imag``, ``B``, ``C``, ``P``) and any
+    parameter carrying an ``_optim`` hint. Optimisers give them their own learning rate and no
+    weight decay."""
+    hinted = {id(p) for p in model.parameters() if hasattr(p, "_optim")}
+    names = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, SSMKernelBase):
+            names.update(f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False))
+    return names | {n for n, p in model.named_parameters() if id(p) in hinted}

@@ -15,13 +15,12 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_channels_first, check_choice, check_ndim, check_positive_int, check_positive_number, check_sizes
+from ..kernels.cache import EvalKernelCache
 from ..kernels.continuous import KERNEL_NETS, kernel_net as build_kernel_net
 from ..ops.fftconv import fft_conv_nd
-from ..ops.grids import offset_grid
-from .resolution import EvalKernelCache, Rate, ReferenceGrid, as_sizes, check_ndim
-from .s4 import check_channels_first
-from .s4nd import PointwiseConv
+from ..sampling import GridView, Rate, ReferenceGrid, offset_grid
+from .pointwise import create_activation, create_out_proj
 
 __all__ = ["FlexConv", "GaussianMask"]
 
@@ -34,12 +33,11 @@ class GaussianMask(nn.Module):
         sigma: initial width in units of the extent (``mu`` starts at 0).
     """
 
-    def __init__(self, ndim: int, sigma: float = 0.25) -> None:
+    def __init__(self, ndim: int, sigma: float = 0.25, device=None, dtype=None) -> None:
         super().__init__()
-        if not sigma > 0:
-            raise ValueError(f"mask sigma must be positive, got {sigma!r}")
-        self.mu = nn.Parameter(torch.zeros(ndim))
-        self.log_sigma = nn.Parameter(torch.full((ndim,), math.log(sigma)))
+        sigma = check_positive_number("mask sigma", sigma)
+        self.mu = nn.Parameter(torch.zeros(ndim, device=device, dtype=dtype))
+        self.log_sigma = nn.Parameter(torch.full((ndim,), math.log(sigma), device=device, dtype=dtype))
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """``(..., ndim) -> (...)``."""
@@ -48,29 +46,34 @@ class GaussianMask(nn.Module):
 
 
 class FlexConv(nn.Module):
-    """Separable continuous-kernel convolution on ``(B, dim, *S)``, ``len(S) == ndim``.
+    """Continuous-kernel convolution on ``(B, dim, *S)``, ``len(S) == ndim`` (CCNN's FlexConv).
 
-    ``y = pointwise(K * x + bias)`` where ``K`` is the depthwise kernel ``kernel_net(p) * mask(p)``
-    sampled at the offsets ``p`` between samples and weighted by the cell volume.
+    ``y = out_proj(dropout(act(K * x + bias)))`` where ``K`` is the depthwise kernel
+    ``kernel_net(p) * mask(p)`` sampled at the offsets ``p`` between samples and weighted by the
+    cell volume. The default, ``activation=None, out_proj="linear"``, is the CCNN's separable
+    FlexConv (depthwise then pointwise); ``out_proj=None`` keeps only the depthwise convolution.
+    The argument names are shared by every s4vision layer (see :mod:`s4vision.layers`).
 
     Args:
         dim: input features ``C``.
         ndim: spatial axes (1, 2 or 3).
         kernel_net: ``"magnet"``, ``"siren"``, ``"mlp"`` (ReLU MLP on random Fourier
             features) or ``"gabor"`` (single-layer Gabor network).
-        out_dim: output features of the pointwise mix (default ``dim``).
-        separable: ``True``: depthwise conv then pointwise mix; ``False``: only the depthwise
-            conv (``out_dim`` must then be ``dim`` or ``None``).
-        hidden, depth: width and number of layers of the kernel net.
+        l_max: reference grid (int, one per axis, or a view of a model's grid); ``None``: the
+            first input size seen in training. Only an explicit ``rate`` makes it matter: the
+            sample spacing is ``rate_i / ref_i``, which is ``1 / S_i`` by default.
+        activation: ``"gelu"``, ``"silu"``, ``"relu"``, ``"tanh"`` or ``None``.
+        out_proj: ``"linear"``, ``"glu"`` or ``None``.
+        out_dim: output features (default ``dim``; another value needs an ``out_proj``).
+        dropout: dropout after the activation.
+        bias: add a bias per feature after the depthwise convolution.
+        kernel_hidden, kernel_depth: width and number of layers of the kernel net.
         bandwidth: highest frequency of the initial kernel, in cycles per unit extent;
             ``None``: a quarter of the smallest ``l_max`` (half its Nyquist frequency) when
             ``l_max`` is given, else 4.
-        mask: multiply the kernel by a learnable Gaussian mask.
-        mask_sigma: initial width of the mask (units of the extent).
-        l_max: reference size (int or one per axis); ``None``: the first input size seen in
-            training. Only an explicit ``rate`` makes it matter: the sample spacing is
-            ``rate_i / ref_i``, which is ``1 / S_i`` by default.
-        bias: add a bias per feature after the depthwise conv.
+        mask: multiply the kernel by a learnable Gaussian mask; ``mask_sigma``: its initial width
+            (units of the extent).
+        device, dtype: where and in which dtype to create the parameters.
 
     ``forward(x, rate=None)``: ``rate`` (a number or one per axis) overrides ``ref_i / S_i``.
     """
@@ -80,31 +83,38 @@ class FlexConv(nn.Module):
         dim: int,
         ndim: int = 2,
         kernel_net: str = "magnet",
+        *,
+        l_max: Optional[Union[int, Sequence[int], GridView]] = None,
+        activation: Optional[str] = None,
+        out_proj: Optional[str] = "linear",
         out_dim: Optional[int] = None,
-        separable: bool = True,
-        hidden: int = 32,
-        depth: int = 3,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kernel_hidden: int = 32,
+        kernel_depth: int = 3,
         bandwidth: Optional[float] = None,
         mask: bool = True,
         mask_sigma: float = 0.25,
-        l_max: Optional[Union[int, Sequence[int]]] = None,
-        bias: bool = True,
+        device=None,
+        dtype=None,
     ) -> None:
         super().__init__()
         check_positive_int("dim", dim)
         check_ndim(ndim)
         check_choice("kernel net", kernel_net, KERNEL_NETS)
-        out_dim = dim if out_dim is None else out_dim
-        if not separable and out_dim != dim:
-            raise ValueError(f"separable=False keeps the {dim} features; got out_dim={out_dim}")
+        out_dim = dim if out_dim is None else check_positive_int("out_dim", out_dim)
+        self.grid = l_max if isinstance(l_max, GridView) else ReferenceGrid(ndim, l_max, device=device)
         if bandwidth is None:
-            bandwidth = min(as_sizes(l_max, ndim, "l_max")) / 4 if l_max is not None else 4.0
-        self.dim, self.ndim, self.out_dim, self.separable = dim, ndim, out_dim, separable
-        self.kernel_net = build_kernel_net(kernel_net, ndim, dim, hidden=hidden, depth=depth, bandwidth=bandwidth)
-        self.mask = GaussianMask(ndim, mask_sigma) if mask else None
-        self.grid = ReferenceGrid(ndim, l_max)
-        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
-        self.pointwise = PointwiseConv(dim, out_dim) if separable else None
+            bandwidth = min(self.grid.sizes) / 4 if self.grid.is_set else 4.0
+        dd = dict(device=device, dtype=dtype)
+        self.dim, self.ndim, self.out_dim = dim, ndim, out_dim
+        self.kernel_net = build_kernel_net(kernel_net, ndim, dim, hidden=kernel_hidden, depth=kernel_depth,
+                                           bandwidth=bandwidth).to(**dd)
+        self.mask = GaussianMask(ndim, mask_sigma, **dd) if mask else None
+        self.bias = nn.Parameter(torch.zeros(dim, **dd)) if bias else None
+        self.act = create_activation(activation)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = create_out_proj(out_proj, dim, out_dim, **dd)
         self._cache = EvalKernelCache()
 
     def _kernel(self, sizes: Tuple[int, ...], spacings: Tuple[float, ...]) -> torch.Tensor:
@@ -121,7 +131,7 @@ class FlexConv(nn.Module):
 
     def kernel(self, sizes: Sequence[int], rate: Optional[Rate] = None) -> torch.Tensor:
         """Depthwise kernel ``(dim, 2 S_1 - 1, ..., 2 S_N - 1)`` for inputs of spatial size ``sizes``."""
-        sizes = as_sizes(tuple(sizes), self.ndim, "sizes")
+        sizes = check_sizes("sizes", tuple(sizes), self.ndim)
         spacings = self.grid.spacings(sizes, rate)
         return self._cache(self, ("kernel", sizes, spacings), lambda: self._kernel(sizes, spacings))
 
@@ -133,8 +143,7 @@ class FlexConv(nn.Module):
         y = fft_conv_nd(x, self.kernel(sizes, rate))
         if self.bias is not None:
             y = y + self.bias.view(-1, *(1,) * self.ndim).to(y.dtype)
-        y = y.to(x.dtype)
-        return self.pointwise(y) if self.pointwise is not None else y
+        return self.out_proj(self.dropout(self.act(y)).to(x.dtype))
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, ndim={self.ndim}, out_dim={self.out_dim}, separable={self.separable}"
+        return f"dim={self.dim}, ndim={self.ndim}, out_dim={self.out_dim}"

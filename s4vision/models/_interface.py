@@ -14,8 +14,9 @@ from torch import nn
 from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 
-from ..layers import check_channels_first
+from .._checks import check_channels_first
 from ._builder import no_weight_decay_names
+from ..errors import InvalidValueError
 
 __all__ = ["TimmBackboneMixin", "IsotropicBackboneMixin", "check_output_fmt"]
 
@@ -30,14 +31,16 @@ def check_output_fmt(output_fmt: str, allowed: Sequence[str]) -> None:
         valid = "'NCHW' (channels-first)"
     else:
         valid = " or ".join(repr(f) for f in allowed)
-    raise ValueError(f"output_fmt must be {valid}, got {output_fmt!r}")
+    raise InvalidValueError(f"output_fmt must be {valid}, got {output_fmt!r}")
 
 
 class TimmBackboneMixin:
     """timm methods common to every s4vision backbone (mix in before ``nn.Module``).
 
     The model provides ``in_chans``, ``ndim`` (spatial axes of its input), ``num_classes``,
-    ``stem``, ``head`` (a :class:`~s4vision.models._builder.ClassifierHeadNd`) and
+    ``grid`` (a :class:`~s4vision.sampling.ReferenceGrid` holding the training resolution, the
+    one its layers' grids are views of), ``stem``, ``head`` (a
+    :class:`~s4vision.layers.ClassifierHeadNd`) and
     ``forward_features``, and implements the hooks :meth:`_trunk` (the ``nn.Sequential`` whose
     outputs are the intermediates), :meth:`_intermediate` and :meth:`_final_norm`.
     ``output_fmts`` lists the formats ``forward_intermediates`` accepts.
@@ -63,6 +66,12 @@ class TimmBackboneMixin:
         raise NotImplementedError
 
     # -- timm interface ------------------------------------------------------------------------
+
+    @property
+    def train_resolution(self) -> Tuple[int, ...]:
+        """The input size ``(H, W)`` (or ``(T, H, W)``, ``(L,)``) the model is trained at: its
+        reference grid, saved in checkpoints as ``grid.size``."""
+        return self.grid.sizes
 
     def _check_input(self, x: torch.Tensor) -> None:
         check_channels_first(x, self.in_chans, self.ndim, "input")

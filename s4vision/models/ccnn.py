@@ -24,37 +24,24 @@ from torch import nn
 from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
 
-from ..layers import FlexConv
+from .._checks import check_choice, check_ndim, check_positive_int, check_sizes
+from ..data.constants import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
+from ..layers import ClassifierHeadNd, FlexConv, LayerNormNd, PointwiseConv
+from ..sampling import GridView, ReferenceGrid
 from .zoo import zoo_file
-from ._builder import (
-    ClassifierHeadNd,
-    LayerNormNd,
-    TrainResolutionMixin,
-    backbone_cfg,
-    build_backbone,
-    conv_nd,
-    init_weights_outside,
-    stochastic_depth_rates,
-    to_ntuple,
-)
+from ._builder import backbone_cfg, build_backbone, init_weights_outside, stochastic_depth_rates
 from ._interface import IsotropicBackboneMixin
+from ..errors import InvalidValueError
 
 __all__ = ["CCNN", "CCNNBlock"]
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-MNIST_MEAN = (0.1307,)
-MNIST_STD = (0.3081,)
 
 _BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
-def _norm_layer(norm: str, ndim: int, eps: float) -> Callable[..., nn.Module]:
-    if norm == "batchnorm":
-        return partial(_BATCH_NORM[ndim], eps=eps)
-    if norm == "layernorm":
-        return partial(LayerNormNd, eps=eps)
-    raise ValueError(f"norm_layer must be 'batchnorm' or 'layernorm', got {norm!r}")
+def _norm_layer(norm: str, ndim: int, eps: float, device=None, dtype=None) -> Callable[..., nn.Module]:
+    check_choice("norm_layer", norm, ("batchnorm", "layernorm"))
+    layer = _BATCH_NORM[ndim] if norm == "batchnorm" else LayerNormNd
+    return partial(layer, eps=eps, device=device, dtype=dtype)
 
 
 class CCNNBlock(nn.Module):
@@ -66,17 +53,18 @@ class CCNNBlock(nn.Module):
         dim: int,
         conv_layer: Callable[..., nn.Module],
         norm_layer: Callable[..., nn.Module],
-        ndim: int,
-        grid: Tuple[int, ...],
+        grid: GridView,
         proj_drop: float = 0.0,
         drop_path: float = 0.0,
+        device=None,
+        dtype=None,
     ) -> None:
         super().__init__()
         self.norm = norm_layer(dim)
         self.conv = conv_layer(dim, l_max=grid)
         self.act1 = nn.GELU()
         self.drop = nn.Dropout(proj_drop)
-        self.proj = conv_nd(ndim)(dim, dim, kernel_size=1)
+        self.proj = PointwiseConv(dim, dim, device=device, dtype=dtype)
         self.act2 = nn.GELU()
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
@@ -88,7 +76,7 @@ class CCNNBlock(nn.Module):
 class CCNNStem(nn.Module):
     """Separable FlexConv ``in_chans -> dim`` over the whole input, then norm and GELU."""
 
-    def __init__(self, in_chans: int, dim: int, conv_layer, norm_layer, grid: Tuple[int, ...]) -> None:
+    def __init__(self, in_chans: int, dim: int, conv_layer, norm_layer, grid: GridView) -> None:
         super().__init__()
         self.conv = conv_layer(in_chans, out_dim=dim, l_max=grid)
         self.norm = norm_layer(dim)
@@ -98,7 +86,7 @@ class CCNNStem(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
-class CCNN(IsotropicBackboneMixin, TrainResolutionMixin, nn.Module):
+class CCNN(IsotropicBackboneMixin, nn.Module):
     """Continuous CNN for 1D, 2D or 3D inputs (no downsampling: every block sees the full grid).
 
     Args:
@@ -135,32 +123,34 @@ class CCNN(IsotropicBackboneMixin, TrainResolutionMixin, nn.Module):
         drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        device=None,
+        dtype=None,
     ) -> None:
         super().__init__()
-        grid = self._grid(ndim, img_size, num_frames, seq_len)
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth!r}")
-        self.ndim = ndim
+        dd = dict(device=device, dtype=dtype)
+        self.ndim = check_ndim(ndim)
+        check_positive_int("depth", depth)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self._init_train_resolution(grid)
+        self.grid = ReferenceGrid(ndim, self._grid(ndim, img_size, num_frames, seq_len), device=device)
 
         conv_layer = partial(
-            FlexConv, ndim=ndim, kernel_net=kernel_net, separable=True, hidden=kernel_hidden,
-            depth=kernel_depth, mask=kernel_mask,
+            FlexConv, ndim=ndim, kernel_net=kernel_net, out_proj="linear", kernel_hidden=kernel_hidden,
+            kernel_depth=kernel_depth, mask=kernel_mask, **dd,
         )
-        norm = _norm_layer(norm_layer, ndim, norm_eps)
+        norm = _norm_layer(norm_layer, ndim, norm_eps, **dd)
+        grid = self.grid.view(1)
         self.stem = CCNNStem(in_chans, hidden, conv_layer, norm, grid)
         (rates,) = stochastic_depth_rates(drop_path_rate, [depth])
         self.blocks = nn.Sequential(*[
-            CCNNBlock(hidden, conv_layer, norm, ndim, grid, proj_drop=proj_drop_rate, drop_path=rates[i])
+            CCNNBlock(hidden, conv_layer, norm, grid, proj_drop=proj_drop_rate, drop_path=rates[i], **dd)
             for i in range(depth)
         ])
         self.norm = norm(hidden)
         self.num_features = self.head_hidden_size = hidden
         self.feature_info = [dict(module=f"blocks.{i}", num_chs=hidden, reduction=1) for i in range(depth)]
-        self.head = ClassifierHeadNd(hidden, num_classes, global_pool, drop_rate=drop_rate)
+        self.head = ClassifierHeadNd(hidden, num_classes, global_pool, drop_rate=drop_rate, **dd)
         self.grad_checkpointing = False
         init_weights_outside(self, skip=(FlexConv,))
 
@@ -168,24 +158,24 @@ class CCNN(IsotropicBackboneMixin, TrainResolutionMixin, nn.Module):
     def _grid(ndim: int, img_size, num_frames, seq_len) -> Tuple[int, ...]:
         if ndim == 1:
             if img_size is not None or num_frames is not None:
-                raise ValueError("a 1D CCNN takes seq_len, not img_size / num_frames")
+                raise InvalidValueError("a 1D CCNN takes seq_len, not img_size / num_frames")
             if seq_len is None:
-                raise ValueError("a 1D CCNN needs seq_len (the training sequence length)")
+                raise InvalidValueError("a 1D CCNN needs seq_len (the training sequence length)")
             return (int(seq_len),)
         if seq_len is not None:
-            raise ValueError(f"seq_len is only for ndim=1, got seq_len={seq_len!r} with ndim={ndim}")
+            raise InvalidValueError(f"seq_len is only for ndim=1, got seq_len={seq_len!r} with ndim={ndim}")
         if img_size is None:
-            raise ValueError(f"a {ndim}D CCNN needs img_size (the training image size)")
-        spatial = to_ntuple(img_size, 2, "img_size")
+            raise InvalidValueError(f"a {ndim}D CCNN needs img_size (the training image size)")
+        spatial = check_sizes("img_size", img_size, 2)
         if ndim == 2:
             if num_frames is not None:
-                raise ValueError(f"num_frames is only for ndim=3, got num_frames={num_frames!r} with ndim=2")
+                raise InvalidValueError(f"num_frames is only for ndim=3, got num_frames={num_frames!r} with ndim=2")
             return spatial
         if ndim == 3:
             if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
-                raise ValueError(f"a 3D CCNN needs num_frames, the training clip length, got {num_frames!r}")
+                raise InvalidValueError(f"a 3D CCNN needs num_frames, the training clip length, got {num_frames!r}")
             return (int(num_frames),) + spatial
-        raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
+        raise InvalidValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
 
 
 # -- configs and entrypoints -------------------------------------------------------------------
@@ -207,7 +197,7 @@ def _create_ccnn(variant: str, pretrained: bool = False, **kwargs: Any) -> CCNN:
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
     family = dict(
         num_classes=10, input_size=(3, 32, 32), pool_size=(32, 32), crop_pct=1.0, interpolation="bilinear",
-        mean=CIFAR10_MEAN, std=CIFAR10_STD, first_conv="stem.conv.pointwise.proj",
+        mean=CIFAR10_MEAN, std=CIFAR10_STD, first_conv="stem.conv.out_proj",
         paper_ids=("arXiv:2301.10540",),
         paper_name="Modelling Long Range Dependencies in ND: From Task-Specific to a General Purpose CNN",
         origin_url="https://github.com/david-knigge/ccnn",

@@ -29,144 +29,36 @@ reference grid are dropped by default (``bandlimit=1.0``; ``bandlimit=0`` keeps 
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, Mlp
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
-from ..kernels.cache import EvalKernelCache
-from ..layers import S4ND, check_channels_first
-from ..ops.separable import toeplitz_matrix
+from .._checks import check_sizes
+from ..layers import S4ND, ClassifierHeadNd, LayerNormNd, conv_nd
+from ..sampling import GridView, ReferenceGrid
 from ._builder import (
-    ClassifierHeadNd,
-    LayerNormNd,
-    PointwiseGLU,
     S4ND_PAPER,
-    TrainResolutionMixin,
     backbone_cfg,
     build_backbone,
-    conv_nd,
     init_weights_outside,
     stochastic_depth_rates,
-    to_ntuple,
 )
 from ._interface import TimmBackboneMixin
+from ..errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["S4NDConvNeXt", "S4NDConvNeXtBlock", "S4NDConvNeXtStage", "inflate_convnext_2d_to_3d"]
 
 Size = Union[int, Sequence[int]]
 
 
-def _matmul_along(x: torch.Tensor, t: torch.Tensor, axis: int) -> torch.Tensor:
-    """Apply a per-channel matrix ``t (C, M, L)`` along spatial ``axis`` of ``x (B, C, *S)``
-    (``S[axis] == L``), giving ``(B, C, *S)`` with that axis resized to ``M``."""
-    B, C = x.shape[:2]
-    sizes = x.shape[2:]
-    pre, L, post = math.prod(sizes[:axis]), sizes[axis], math.prod(sizes[axis + 1:])
-    if post == 1:  # last axis: rows times t^T
-        y = x.reshape(B, C, pre, L) @ t.transpose(-1, -2)
-    elif pre == 1:  # first axis: t times the (L, post) slab
-        y = t @ x.reshape(B, C, L, post)
-    else:
-        y = t.unsqueeze(1) @ x.reshape(B, C, pre, L, post)
-    return y.reshape(B, C, *sizes[:axis], t.shape[1], *sizes[axis + 1:])
-
-
-class PooledS4ND(nn.Module):
-    """A linear S4ND layer followed by average pooling over ``stride`` windows, computed jointly.
-
-    ``(B, dim, *S) -> (B, dim, *S // stride)``, equal to ``avg_pool(s4nd(x), stride)``. Along
-    each axis the separable S4ND kernel is a Toeplitz matrix ``(L, L)``; averaging its rows in
-    groups of ``stride`` gives an ``(L // stride, L)`` matrix that convolves and pools in one
-    product, so the full-resolution output is never formed (about 3x fewer operations for the
-    4x4 pooling of the stem). In eval mode the pooled matrices are cached until a parameter
-    changes, as the S4ND kernels are.
-    """
-
-    def __init__(self, dim: int, stride: Tuple[int, ...], mixer_layer: Callable[..., nn.Module],
-                 grid: Tuple[int, ...]) -> None:
-        super().__init__()
-        self.stride = tuple(stride)
-        self.s4nd = mixer_layer(dim, l_max=grid)
-        if getattr(self.s4nd, "out_proj", None) is not None:
-            raise ValueError("PooledS4ND needs a linear S4ND layer (out_proj=False)")
-        self._cache = EvalKernelCache()
-
-    def _pooled_toeplitz(self, k: torch.Tensor, length: int, stride: int) -> torch.Tensor:
-        t = toeplitz_matrix(k, length)  # (C, L, L)
-        if stride == 1:
-            return t
-        rows = length // stride
-        return t[:, : rows * stride].unflatten(1, (rows, stride)).mean(2)
-
-    def pooled_matrices(self, sizes: Tuple[int, ...]) -> List[List[torch.Tensor]]:
-        """For each rank-1 term, per axis, the ``(C, L // stride, L)`` convolve-and-pool matrix."""
-        s4nd = self.s4nd
-        factors = s4nd.kernel_factors(sizes)  # ndim x (rank, C, 2L - 1)
-        return self._cache(
-            self, ("pooled", sizes, s4nd.grid.rates(sizes)),
-            lambda: [[self._pooled_toeplitz(k[r], L, s) for k, L, s in zip(factors, sizes, self.stride)]
-                     for r in range(factors[0].shape[0])],
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s4nd = self.s4nd
-        check_channels_first(x, s4nd.dim, s4nd.ndim)
-        sizes = tuple(x.shape[2:])
-        if any(L < s for L, s in zip(sizes, self.stride)):
-            raise ValueError(f"input of spatial size {sizes} is smaller than the pooling stride {self.stride}")
-        s4nd.grid.observe(sizes)
-        terms = self.pooled_matrices(sizes)
-        dtype = terms[0][0].dtype
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            u = x.to(dtype)
-            y = None
-            for matrices in terms:
-                z = u
-                for axis, matrix in enumerate(matrices):
-                    z = _matmul_along(z, matrix, axis)
-                y = z if y is None else y + z
-            skip = u if max(self.stride) == 1 else _avg_pool(u, self.stride)
-            y = y + s4nd.D.to(dtype).view(-1, *(1,) * s4nd.ndim) * skip
-        return y.to(x.dtype)
-
-
-def _avg_pool(x: torch.Tensor, stride: Tuple[int, ...]) -> torch.Tensor:
-    return {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[len(stride)](x, stride, stride)
-
-
-class S4NDDownsample(nn.Module):
-    """Resolution-agnostic downsampling: S4ND mixer, average pool by ``stride``, pointwise GLU.
-
-    ``(B, in_chs, *S) -> (B, out_chs, *S // stride)``; the paper's ``S4DownSample``.
-    """
-
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        stride: Tuple[int, ...],
-        mixer_layer: Callable[..., nn.Module],
-        grid: Tuple[int, ...],
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__()
-        self.mixer = PooledS4ND(in_chs, stride, mixer_layer, grid)
-        self.proj = PointwiseGLU(in_chs, out_chs, len(stride), device=device, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.mixer(x))
-
-
 class S4NDStem(nn.Module):
-    """S4ND patchify stem: pointwise ``in_chans -> stem_chs``, S4ND, pool by the patch size,
-    pointwise GLU to ``out_chs``, channel LayerNorm. ``(B, in_chans, *S) -> (B, out_chs, *S // patch)``.
+    """S4ND patchify stem: pointwise ``in_chans -> stem_chs``, then an S4ND layer that pools by the
+    patch size and projects to ``out_chs`` with a GLU, then a channel LayerNorm.
+    ``(B, in_chans, *S) -> (B, out_chs, *S // patch)``.
     """
 
     def __init__(
@@ -176,7 +68,7 @@ class S4NDStem(nn.Module):
         stem_chs: int,
         patch_size: Tuple[int, ...],
         mixer_layer: Callable[..., nn.Module],
-        grid: Tuple[int, ...],
+        grid: GridView,
         norm_layer: Callable[..., nn.Module],
         device=None,
         dtype=None,
@@ -185,11 +77,18 @@ class S4NDStem(nn.Module):
         ndim = len(patch_size)
         dd = dict(device=device, dtype=dtype)
         self.proj_in = conv_nd(ndim)(in_chans, stem_chs, kernel_size=1, **dd)
-        self.down = S4NDDownsample(stem_chs, out_chs, patch_size, mixer_layer, grid, **dd)
+        self.down = _downsample(mixer_layer, stem_chs, out_chs, patch_size, grid)
         self.norm = norm_layer(out_chs, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.down(self.proj_in(x)))
+
+
+def _downsample(mixer_layer: Callable[..., nn.Module], in_chs: int, out_chs: int, stride: Tuple[int, ...],
+                grid: GridView) -> nn.Module:
+    """Resolution-agnostic downsampling (the paper's ``S4DownSample``): a linear S4ND layer
+    pooled by ``stride`` (convolution and pooling in one product), then a pointwise GLU."""
+    return mixer_layer(in_chs, l_max=grid, stride=stride, out_proj="glu", out_dim=out_chs)
 
 
 class PatchStem(nn.Module):
@@ -216,7 +115,7 @@ class S4NDConvNeXtBlock(nn.Module):
         self,
         dim: int,
         mixer_layer: Callable[..., nn.Module],
-        grid: Tuple[int, ...],
+        grid: GridView,
         mlp_ratio: float = 4.0,
         ls_init_value: Optional[float] = 1e-6,
         drop_path: float = 0.0,
@@ -243,7 +142,10 @@ class S4NDConvNeXtBlock(nn.Module):
 
 
 class S4NDConvNeXtStage(nn.Module):
-    """Optional downsampling (channel norm then S4ND or strided conv) followed by ``depth`` blocks."""
+    """Optional downsampling (channel norm then S4ND or strided conv) followed by ``depth`` blocks.
+
+    ``grid`` is the view of the model's grid at the stage's input; its blocks see it divided by
+    ``stride``."""
 
     def __init__(
         self,
@@ -252,7 +154,7 @@ class S4NDConvNeXtStage(nn.Module):
         stride: Tuple[int, ...],
         depth: int,
         mixer_layer: Callable[..., nn.Module],
-        grid: Tuple[int, ...],
+        grid: GridView,
         downsample_type: str = "s4nd",
         drop_path_rates: Optional[List[float]] = None,
         ls_init_value: Optional[float] = 1e-6,
@@ -267,13 +169,13 @@ class S4NDConvNeXtStage(nn.Module):
         ndim = len(stride)
         if in_chs != out_chs or max(stride) > 1:
             if downsample_type == "s4nd":
-                down = S4NDDownsample(in_chs, out_chs, stride, mixer_layer, grid, **dd)
+                down = _downsample(mixer_layer, in_chs, out_chs, stride, grid)
             else:
                 down = conv_nd(ndim)(in_chs, out_chs, kernel_size=stride, stride=stride, **dd)
             self.downsample = nn.Sequential(LayerNormNd(in_chs, eps=norm_eps, **dd), down)
         else:
             self.downsample = nn.Identity()
-        block_grid = tuple(max(g // s, 1) for g, s in zip(grid, stride))
+        block_grid = grid.view(stride)
         rates = drop_path_rates or [0.0] * depth
         self.blocks = nn.Sequential(*[
             S4NDConvNeXtBlock(
@@ -290,7 +192,7 @@ class S4NDConvNeXtStage(nn.Module):
         return self.blocks(x)
 
 
-class S4NDConvNeXt(TimmBackboneMixin, TrainResolutionMixin, nn.Module):
+class S4NDConvNeXt(TimmBackboneMixin, nn.Module):
     """S4ND-ConvNeXt for images (``ndim=2``) or video clips (``ndim=3``).
 
     Args:
@@ -354,46 +256,49 @@ class S4NDConvNeXt(TimmBackboneMixin, TrainResolutionMixin, nn.Module):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         if ndim not in (2, 3):
-            raise ValueError(f"S4NDConvNeXt supports ndim=2 (images) or ndim=3 (clips), got {ndim!r}")
+            raise InvalidValueError(f"S4NDConvNeXt supports ndim=2 (images) or ndim=3 (clips), got {ndim!r}")
         if len(depths) != 4 or len(dims) != 4:
-            raise ValueError(f"depths and dims need 4 stages, got depths={tuple(depths)}, dims={tuple(dims)}")
+            raise InvalidValueError(f"depths and dims need 4 stages, got depths={tuple(depths)}, dims={tuple(dims)}")
         if stem_type not in ("s4nd", "patch"):
-            raise ValueError(f"stem_type must be 's4nd' or 'patch', got {stem_type!r}")
+            raise InvalidValueError(f"stem_type must be 's4nd' or 'patch', got {stem_type!r}")
         if downsample_type not in ("s4nd", "conv"):
-            raise ValueError(f"downsample_type must be 's4nd' or 'conv', got {downsample_type!r}")
-        spatial = to_ntuple(img_size, 2, "img_size")
+            raise InvalidValueError(f"downsample_type must be 's4nd' or 'conv', got {downsample_type!r}")
+        spatial = check_sizes("img_size", img_size, 2)
         if ndim == 3:
             if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
-                raise ValueError(f"a 3D S4NDConvNeXt needs num_frames, the training clip length, got {num_frames!r}")
+                raise InvalidValueError(f"a 3D S4NDConvNeXt needs num_frames, the training clip length, got {num_frames!r}")
             grid = (int(num_frames),) + spatial
         else:
             if num_frames is not None:
-                raise ValueError(f"num_frames is only for ndim=3, got num_frames={num_frames!r} with ndim=2")
+                raise InvalidValueError(f"num_frames is only for ndim=3, got num_frames={num_frames!r} with ndim=2")
             grid = spatial
-        patch_size = to_ntuple(patch_size if patch_size is not None else ((2, 4, 4) if ndim == 3 else 4), ndim, "patch_size")
-        downsample_stride = to_ntuple(
-            downsample_stride if downsample_stride is not None else ((1, 2, 2) if ndim == 3 else 2), ndim,
-            "downsample_stride",
+        patch_size = check_sizes("patch_size", patch_size if patch_size is not None else ((2, 4, 4) if ndim == 3 else 4),
+                                 ndim)
+        downsample_stride = check_sizes(
+            "downsample_stride", downsample_stride if downsample_stride is not None else ((1, 2, 2) if ndim == 3 else 2),
+            ndim,
         )
         self.ndim = ndim
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self._init_train_resolution(grid, device=device)
+        self.grid = ReferenceGrid(ndim, grid, device=device)
 
         mixer_layer = partial(S4ND, **{
-            **dict(ndim=ndim, d_state=d_state, kernel=kernel, bidirectional=True, channels=1,
+            **dict(ndim=ndim, d_state=d_state, kernel=kernel, bidirectional=True, rank=1,
                    bandlimit=bandlimit or None, dt_min=dt_min, dt_max=dt_max),
             **(s4nd_kwargs or {}),
-            "out_proj": False,  # the block's MLP follows: S4ND stands in for a depthwise conv
+            # the block's MLP follows: S4ND stands in for a depthwise conv
+            "activation": None, "out_proj": None, **dd,
         })
         norm_layer = partial(LayerNormNd, eps=norm_eps)
         if stem_type == "s4nd":
-            self.stem = S4NDStem(in_chans, dims[0], stem_chs, patch_size, mixer_layer, grid, norm_layer, **dd)
+            self.stem = S4NDStem(in_chans, dims[0], stem_chs, patch_size, mixer_layer, self.grid.view(1), norm_layer,
+                                 **dd)
         else:
             self.stem = PatchStem(in_chans, dims[0], patch_size, norm_layer, **dd)
 
-        grid = tuple(max(g // p, 1) for g, p in zip(grid, patch_size))
+        grid = self.grid.view(patch_size)
         reduction = patch_size
         dp_rates = stochastic_depth_rates(drop_path_rate, depths)
         stages, self.feature_info = [], []
@@ -405,7 +310,7 @@ class S4NDConvNeXt(TimmBackboneMixin, TrainResolutionMixin, nn.Module):
                 drop_path_rates=dp_rates[i], ls_init_value=ls_init_value, mlp_ratio=mlp_ratio,
                 norm_eps=norm_eps, **dd,
             ))
-            grid = tuple(max(g // s, 1) for g, s in zip(grid, stride))
+            grid = grid.view(stride)
             reduction = tuple(r * s for r, s in zip(reduction, stride))
             prev_chs = dims[i]
             self.feature_info.append(dict(num_chs=prev_chs, reduction=max(reduction[-2:]), module=f"stages.{i}"))
@@ -472,22 +377,22 @@ def inflate_convnext_2d_to_3d(
     """Initial weights for a 3D S4ND-ConvNeXt from a checkpoint of the 2D model of the same
     width and depth (e.g. ``s4nd_convnext_tiny`` -> ``s4nd_convnext3d_tiny``).
 
-    * S4ND layers: the 3D layer's SSMs for the ``(H, W)`` axes take the 2D layer's (its per-axis
-      generators ``ssm.0``, ``ssm.1`` become ``ssm.1``, ``ssm.2``), so its kernel is the 2D
-      kernel times a temporal one; the temporal SSM ``ssm.0`` keeps ``model_3d``'s own
-      initialisation. The skip ``D`` is copied.
+    * S4ND layers: the 3D layer's SSMs for the ``(H, W)`` axes take the 2D layer's (the names
+      come from :meth:`S4ND.inflated_key`), so its kernel is the 2D kernel times a temporal
+      one; the temporal SSM ``ssm.0`` keeps ``model_3d``'s own initialisation. The skip ``D``
+      is copied.
     * Strided convolutions (``stem_type="patch"``, ``downsample_type="conv"``): the 2D kernel is
       repeated over time and divided by the temporal size (I3D inflation), so a clip of identical
       frames gives the 2D response.
     * Everything else (norms, MLPs, pointwise layers, layer scales and, if ``include_head``, the
-      head) is copied. Reference grids and ``train_size`` keep the 3D model's values.
+      head) is copied. The reference grid (``grid.size``) keeps the 3D model's value.
 
     Returns a complete state dict for ``model_3d``: ``model_3d.load_state_dict(result)``.
     Raises ``ValueError`` when a 2D tensor has no place in the 3D model, a shape does not fit, or
     a 3D tensor other than a temporal SSM is left without a 2D source.
     """
     if not isinstance(model_3d, S4NDConvNeXt) or model_3d.ndim != 3:
-        raise TypeError(f"model_3d must be a 3D S4NDConvNeXt (ndim=3), got {type(model_3d).__name__}")
+        raise InvalidTypeError(f"model_3d must be a 3D S4NDConvNeXt (ndim=3), got {type(model_3d).__name__}")
     target = model_3d.state_dict()
     out = {k: v.clone() for k, v in target.items()}
     s4nd_layers = [name for name, m in model_3d.named_modules() if isinstance(m, S4ND)]
@@ -497,14 +402,14 @@ def inflate_convnext_2d_to_3d(
             continue
         key_3d = _inflated_key(key, s4nd_layers)
         if key_3d not in target:
-            raise ValueError(f"2D tensor {key!r} has no counterpart {key_3d!r} in the 3D model")
+            raise InvalidValueError(f"2D tensor {key!r} has no counterpart {key_3d!r} in the 3D model")
         ref = target[key_3d]
         if value.shape == ref.shape:
             out[key_3d] = value.to(ref.dtype).clone()
         elif value.ndim == 4 and ref.ndim == 5 and value.shape == ref.shape[:2] + ref.shape[3:]:
             out[key_3d] = (value.unsqueeze(2) / ref.shape[2]).expand_as(ref).to(ref.dtype).clone()
         else:
-            raise ValueError(f"cannot inflate {key!r} of shape {tuple(value.shape)} into {tuple(ref.shape)}")
+            raise InvalidValueError(f"cannot inflate {key!r} of shape {tuple(value.shape)} into {tuple(ref.shape)}")
         filled.add(key_3d)
     temporal = tuple(f"{name}.ssm.0." for name in s4nd_layers)
     unfilled = [
@@ -513,22 +418,20 @@ def inflate_convnext_2d_to_3d(
         and (include_head or not k.startswith("head."))
     ]
     if unfilled:
-        raise ValueError(f"the 2D state dict does not fit the 3D model: nothing for {unfilled[:5]}"
+        raise InvalidValueError(f"the 2D state dict does not fit the 3D model: nothing for {unfilled[:5]}"
                          f"{' ...' if len(unfilled) > 5 else ''}")
     return out
 
 
 def _is_grid_buffer(key: str) -> bool:
-    return key == "train_size" or key.endswith(".grid.size")
+    return key == "grid.size"
 
 
 def _inflated_key(key: str, s4nd_layers: Sequence[str]) -> str:
-    """The 3D name of a 2D tensor: an S4ND layer's axis generators ``ssm.{i}`` shift to ``ssm.{i+1}``."""
+    """The 3D name of a 2D tensor: S4ND layers rename their own keys (:meth:`S4ND.inflated_key`)."""
     for name in s4nd_layers:
-        prefix = f"{name}.ssm."
-        if key.startswith(prefix):
-            axis, rest = key[len(prefix):].split(".", 1)
-            return f"{prefix}{int(axis) + 1}.{rest}"
+        if key.startswith(f"{name}."):
+            return f"{name}.{S4ND.inflated_key(key[len(name) + 1:])}"
     return key
 
 

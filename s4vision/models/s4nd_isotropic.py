@@ -31,115 +31,23 @@ training pixel wide at every resolution (measured in docs/benchmarks.md; off by 
 """
 from __future__ import annotations
 
-import math
 from functools import partial
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
 
-from ..layers import S4ND
+from .._checks import check_choice, check_positive_int, check_sizes
+from ..data.constants import MNIST_MEAN, MNIST_STD
+from ..layers import S4ND, AntiAliasBlur, ClassifierHeadNd, DepthwiseConvMixer, LayerNormNd, PointwiseMlp
+from ..sampling import GridView, ReferenceGrid
 from .zoo import zoo_file
-from ._builder import (
-    ClassifierHeadNd,
-    LayerNormNd,
-    S4ND_PAPER,
-    TrainResolutionMixin,
-    backbone_cfg,
-    build_backbone,
-    init_weights_outside,
-    stochastic_depth_rates,
-    to_ntuple,
-)
+from ._builder import S4ND_PAPER, backbone_cfg, build_backbone, init_weights_outside, stochastic_depth_rates
 from ._interface import IsotropicBackboneMixin
 
-__all__ = ["S4NDIsotropic", "S4NDIsoBlock", "DepthwiseConvMixer", "PointwiseMlp"]
-
-MNIST_MEAN = (0.1307,)
-MNIST_STD = (0.3081,)
-
-
-class DepthwiseConvMixer(nn.Module):
-    """S4ND's layer structure with a fixed-size depthwise convolution for the SSM kernel.
-
-    ``proj(act(conv(x)))`` on ``(B, dim, H, W)``; the convolution is ``kernel_size`` wide in
-    pixels whatever the resolution (the Conv2D baseline of the S4ND paper).
-    """
-
-    def __init__(self, dim: int, kernel_size: int = 5, out_proj: str = "glu", device=None, dtype=None, **_: Any):
-        super().__init__()
-        if out_proj not in ("glu", "linear"):
-            raise ValueError(f"out_proj must be 'glu' or 'linear', got {out_proj!r}")
-        dd = dict(device=device, dtype=dtype)
-        self.conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, **dd)
-        self.act = nn.GELU()
-        width = 2 * dim if out_proj == "glu" else dim
-        self.proj = nn.Conv2d(dim, width, 1, **dd)
-        self.glu = out_proj == "glu"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(self.act(self.conv(x)))
-        return nn.functional.glu(x, dim=1) if self.glu else x
-
-
-class AntiAliasBlur(nn.Module):
-    """Gaussian low-pass filter whose width is fixed in units of the image extent.
-
-    ``sigma`` is given in pixels of the reference grid ``grid`` (the training resolution); at an
-    input of ``S`` pixels the filter is ``sigma * S / grid`` pixels wide, so inputs at any
-    resolution are reduced to about the detail the training grid could resolve. Taps integrate
-    the Gaussian over each pixel cell and sum to one; borders are padded by replication.
-    ``(B, C, H, W) -> (B, C, H, W)``, no parameters.
-    """
-
-    def __init__(self, sigma: float, grid: Tuple[int, int]) -> None:
-        super().__init__()
-        if not sigma > 0:
-            raise ValueError(f"blur sigma must be positive, got {sigma!r}")
-        self.sigma = float(sigma)
-        self.grid = tuple(grid)
-
-    def _taps(self, size: int, ref: int, device, dtype) -> torch.Tensor:
-        width = self.sigma * size / ref  # in pixels of this input
-        radius = max(1, math.ceil(3 * width))
-        edges = torch.arange(-radius - 0.5, radius + 1.0, 1.0, device=device, dtype=torch.float64)
-        cdf = 0.5 * (1 + torch.erf(edges / (width * math.sqrt(2))))
-        taps = cdf[1:] - cdf[:-1]
-        return (taps / taps.sum()).to(dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        for axis, (size, ref) in enumerate(zip((H, W), self.grid)):
-            taps = self._taps(size, ref, x.device, x.dtype)
-            r = taps.numel() // 2
-            shape = (1, 1, -1, 1) if axis == 0 else (1, 1, 1, -1)
-            pad = (0, 0, r, r) if axis == 0 else (r, r, 0, 0)
-            weight = taps.view(shape).expand(C, 1, *taps.view(shape).shape[2:])
-            x = F.conv2d(F.pad(x, pad, mode="replicate"), weight, groups=C)
-        return x
-
-    def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, grid={self.grid}"
-
-
-class PointwiseMlp(nn.Module):
-    """Channel MLP on ``(B, C, *S)``: pointwise ``C -> hidden``, GELU, dropout, ``hidden -> C``."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0, device=None, dtype=None) -> None:
-        super().__init__()
-        dd = dict(device=device, dtype=dtype)
-        self.fc1 = nn.Linear(dim, hidden, **dd)
-        self.act = nn.GELU()
-        self.drop = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, dim, **dd)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.movedim(1, -1)
-        x = self.fc2(self.drop(self.act(self.fc1(x))))
-        return x.movedim(-1, 1)
+__all__ = ["S4NDIsotropic", "S4NDIsoBlock"]
 
 
 class S4NDIsoBlock(nn.Module):
@@ -152,7 +60,7 @@ class S4NDIsoBlock(nn.Module):
         self,
         dim: int,
         mixer_layer: Callable[..., nn.Module],
-        grid: Tuple[int, int],
+        grid: GridView,
         mlp_ratio: float = 4.0,
         proj_drop: float = 0.0,
         drop_path: float = 0.0,
@@ -168,7 +76,7 @@ class S4NDIsoBlock(nn.Module):
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         if mlp_ratio > 0:
             self.norm2 = LayerNormNd(dim, eps=norm_eps, **dd)
-            self.mlp = PointwiseMlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
+            self.mlp = PointwiseMlp(dim, int(dim * mlp_ratio), dropout=proj_drop, **dd)
             self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         else:
             self.norm2 = self.mlp = self.drop_path2 = None
@@ -184,8 +92,8 @@ class PatchStem(nn.Module):
     """Optional anti-aliasing blur, non-overlapping ``patch_size`` convolution (pointwise when
     ``patch_size=1``), optional norm."""
 
-    def __init__(self, in_chans: int, dim: int, patch_size: Tuple[int, int], norm: bool, norm_eps: float,
-                 blur: float = 0.0, grid: Tuple[int, int] = (224, 224), device=None, dtype=None) -> None:
+    def __init__(self, in_chans: int, dim: int, patch_size: Sequence[int], norm: bool, norm_eps: float,
+                 blur: float, grid: GridView, device=None, dtype=None) -> None:
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         self.blur = AntiAliasBlur(blur, grid) if blur > 0 else nn.Identity()
@@ -196,7 +104,7 @@ class PatchStem(nn.Module):
         return self.norm(self.proj(self.blur(x)))
 
 
-class S4NDIsotropic(IsotropicBackboneMixin, TrainResolutionMixin, nn.Module):
+class S4NDIsotropic(IsotropicBackboneMixin, nn.Module):
     """Isotropic (single-resolution) backbone with S4ND token mixers, for images ``(B, C, H, W)``.
 
     Args:
@@ -207,8 +115,8 @@ class S4NDIsotropic(IsotropicBackboneMixin, TrainResolutionMixin, nn.Module):
         embed_dim, depth: width and number of blocks.
         mlp_ratio: hidden width of each block's MLP relative to ``embed_dim``; 0: no MLP.
         mixer: ``"s4nd"`` or ``"conv"`` (a ``conv_kernel_size`` depthwise convolution baseline).
-        d_state, kernel, channels, mixer_out_proj: the S4ND mixer (``mixer_out_proj``: ``"glu"`` or
-            ``"linear"`` output projection after a GELU).
+        d_state, kernel, rank, out_proj: the S4ND mixer (``out_proj``: ``"glu"`` or
+            ``"linear"`` output projection after a GELU; also the conv mixer's).
         bandlimit: S4ND drops the SSM modes at or above ``bandlimit / 2`` cycles per reference
             sample; the default 1.0 is the Nyquist frequency of the reference grid (the modes
             dropped alias at the training resolution); 0 keeps every mode.
@@ -239,9 +147,9 @@ class S4NDIsotropic(IsotropicBackboneMixin, TrainResolutionMixin, nn.Module):
         mixer: str = "s4nd",
         d_state: int = 64,
         kernel: str = "s4d",
-        channels: int = 2,
+        rank: int = 2,
         bandlimit: Optional[float] = 1.0,
-        mixer_out_proj: str = "glu",
+        out_proj: str = "glu",
         dt_min: Optional[float] = None,
         dt_max: Optional[float] = None,
         conv_kernel_size: int = 5,
@@ -257,30 +165,28 @@ class S4NDIsotropic(IsotropicBackboneMixin, TrainResolutionMixin, nn.Module):
     ) -> None:
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        if mixer not in ("s4nd", "conv"):
-            raise ValueError(f"mixer must be 's4nd' or 'conv', got {mixer!r}")
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth!r}")
-        img_size = to_ntuple(img_size, 2, "img_size")
-        patch_size = to_ntuple(patch_size, 2, "patch_size")
+        check_choice("mixer", mixer, ("s4nd", "conv"))
+        check_positive_int("depth", depth)
+        img_size = check_sizes("img_size", img_size, 2)
+        patch_size = check_sizes("patch_size", patch_size, 2)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.patch_size = patch_size
-        self._init_train_resolution(img_size, device=device)
+        self.grid = ReferenceGrid(2, img_size, device=device)
 
         if mixer == "s4nd":
             steps = {k: v for k, v in dict(dt_min=dt_min, dt_max=dt_max).items() if v is not None}
             mixer_layer = partial(S4ND, **{
-                **dict(ndim=2, d_state=d_state, kernel=kernel, bidirectional=True, channels=channels,
-                       bandlimit=bandlimit or None, out_proj=mixer_out_proj, activation="gelu", **steps),
-                **(s4nd_kwargs or {}),
+                **dict(ndim=2, d_state=d_state, kernel=kernel, bidirectional=True, rank=rank,
+                       bandlimit=bandlimit or None, out_proj=out_proj, activation="gelu", **steps),
+                **(s4nd_kwargs or {}), **dd,
             })
         else:
-            mixer_layer = partial(DepthwiseConvMixer, kernel_size=conv_kernel_size, out_proj=mixer_out_proj, **dd)
-        grid = tuple(max(s // p, 1) for s, p in zip(img_size, patch_size))
+            mixer_layer = partial(DepthwiseConvMixer, ndim=2, kernel_size=conv_kernel_size, out_proj=out_proj, **dd)
+        grid = self.grid.view(patch_size)
         self.stem = PatchStem(in_chans, embed_dim, patch_size, stem_norm, norm_eps, blur=input_blur,
-                              grid=img_size, **dd)
+                              grid=self.grid.view(1), **dd)
         (rates,) = stochastic_depth_rates(drop_path_rate, [depth])
         self.blocks = nn.Sequential(*[
             S4NDIsoBlock(embed_dim, mixer_layer, grid, mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate,
@@ -361,8 +267,8 @@ def s4nd_vit_base_patch16(pretrained: bool = False, **kwargs: Any) -> S4NDIsotro
 
 # The model zoo's mnist5k checkpoints were trained with exactly these arguments: keep them in sync.
 _MICRO_ARGS = dict(
-    patch_size=1, embed_dim=64, depth=4, mlp_ratio=0.0, d_state=32, channels=1, bandlimit=0.2,
-    dt_min=0.1, dt_max=1.0, mixer_out_proj="glu", stem_norm=True, proj_drop_rate=0.1,
+    patch_size=1, embed_dim=64, depth=4, mlp_ratio=0.0, d_state=32, rank=1, bandlimit=0.2,
+    dt_min=0.1, dt_max=1.0, out_proj="glu", stem_norm=True, proj_drop_rate=0.1,
 )
 
 

@@ -17,7 +17,7 @@ sequence of ``T * N`` tokens. ``token_pool="flatten"`` does that; the default,
 over ``T`` steps: ``N`` times cheaper, which is what makes thousands of frames
 practical on modest hardware. Per-frame features ``(B, T, D)`` are used as is.
 
-Streaming. With ``causal=True`` every S4 layer is causal and
+Streaming. With ``bidirectional=False`` every S4 layer is causal and
 :meth:`ViS4mer.stream` consumes a video chunk by chunk: each pooling stage
 carries its unpaired last frame over to the next chunk, and the time average
 is kept as a running sum, so the logits after the last chunk equal
@@ -34,32 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_positive_int
-from ..layers import S4
-from ._builder import LayerNormNd
+from .._checks import check_choice, check_non_negative_int, check_positive_int
+from ..layers import S4, LayerNormNd, PointwiseConv, frame_tokens
+from ..errors import InvalidTypeError, InvalidValueError
 
-__all__ = ["ViS4mer", "ViS4merState", "VideoClassifier", "TemporalPool", "frame_tokens"]
+__all__ = ["ViS4mer", "ViS4merState", "VideoClassifier", "TemporalPool"]
 
 _TOKEN_POOLS = ("mean", "flatten")
 _POOLS = ("max", "avg")
-
-
-def frame_tokens(encoder: nn.Module, frames: torch.Tensor) -> torch.Tensor:
-    """Tokens ``(B, N, D)`` of a timm image model for frames ``(B, 3, H, W)``.
-
-    ``forward_features`` gives ``(B, N, D)`` for ViTs and a feature map for CNNs,
-    ``(B, D, h, w)`` (or ``(B, h, w, D)`` for channels-last models), whose ``h * w``
-    positions become the tokens.
-    """
-    out = encoder.forward_features(frames)
-    if out.ndim == 3:
-        return out
-    dim = encoder.num_features
-    if out.ndim == 4 and out.shape[1] == dim:
-        return out.flatten(2).transpose(1, 2)
-    if out.ndim == 4 and out.shape[-1] == dim:
-        return out.flatten(1, 2)
-    raise ValueError(f"cannot read tokens from forward_features output of shape {tuple(out.shape)}")
 
 
 class TemporalPool(nn.Module):
@@ -71,9 +53,7 @@ class TemporalPool(nn.Module):
 
     def __init__(self, kind: str = "max"):
         super().__init__()
-        if kind not in _POOLS:
-            raise ValueError(f"pool must be one of {_POOLS}, got {kind!r}")
-        self.kind = kind
+        self.kind = check_choice("pool", kind, _POOLS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool = F.max_pool1d if self.kind == "max" else F.avg_pool1d
@@ -92,23 +72,28 @@ class TemporalPool(nn.Module):
 
 
 class ViS4merStage(nn.Module):
-    """``x + S4(norm(x))``, then pooling (length halved) and an MLP ``dim -> out_dim``."""
+    """``x + S4(norm(x))``, then pooling (length halved) and an MLP ``dim -> out_dim``.
 
-    def __init__(self, dim: int, out_dim: int, d_state: int, kernel: str, pool: str, causal: bool, dropout: float):
+    The S4 layer steps once per frame (``rate=1``): this head indexes frames, not time.
+    """
+
+    def __init__(self, dim: int, out_dim: int, d_state: int, kernel: str, pool: str, bidirectional: bool,
+                 dropout: float, device=None, dtype=None):
         super().__init__()
-        self.norm = LayerNormNd(dim)
-        self.s4 = S4(dim, d_state, kernel=kernel, bidirectional=not causal, dropout=dropout)
+        dd = dict(device=device, dtype=dtype)
+        self.norm = LayerNormNd(dim, **dd)
+        self.s4 = S4(dim, d_state, kernel=kernel, bidirectional=bidirectional, dropout=dropout, **dd)
         self.drop = nn.Dropout(dropout)
         self.pool = TemporalPool(pool)
-        self.mlp = nn.Sequential(nn.Conv1d(dim, out_dim, 1), nn.GELU(), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(PointwiseConv(dim, out_dim, **dd), nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.s4(self.norm(x)))
+        x = x + self.drop(self.s4(self.norm(x), rate=1.0))
         return self.mlp(self.pool(x))
 
     def stream(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         s4_state, leftover = state
-        z, s4_state = self.s4.stream(self.norm(x), s4_state)
+        z, s4_state = self.s4.stream(self.norm(x), s4_state, rate=1.0)
         x, leftover = self.pool.stream(x + self.drop(z), leftover)
         if x.shape[-1]:
             x = self.mlp(x)
@@ -136,66 +121,69 @@ class ViS4mer(nn.Module):
     """Multi-scale temporal S4 decoder and classifier over per-frame features.
 
     Args:
-        in_dim: feature size ``D`` of the input ``(B, T, D)`` or ``(B, T, N, D)``.
+        dim: feature size ``D`` of the input ``(B, T, D)`` or ``(B, T, N, D)``.
         num_classes: classifier outputs (0: no classifier, :meth:`forward` returns
             the pooled features).
-        d_model: width after the input projection; every stage halves it.
+        embed_dim: width after the input projection; every stage halves it.
         depth: number of stages; the input needs at least ``2 ** depth`` steps.
         d_state: S4 state size.
         kernel: S4 kernel, ``"s4d"`` or ``"s4"``.
         pool: temporal pooling, ``"max"`` (as in the paper) or ``"avg"``.
-        causal: causal S4 layers (enables :meth:`stream`); otherwise bidirectional.
+        bidirectional: bidirectional S4 layers; ``False`` makes them causal (enables :meth:`stream`).
         token_pool: for token input ``(B, T, N, D)``: ``"mean"`` averages each
             frame's tokens, ``"flatten"`` runs over all ``T * N`` tokens (the paper).
         dropout: dropout in the stages; ``drop_rate``: before the classifier.
+        device, dtype: where and in which dtype to create the parameters.
 
     Shapes: ``(B, T, D)`` or ``(B, T, N, D)`` -> logits ``(B, num_classes)``.
     """
 
     def __init__(
         self,
-        in_dim: int,
+        dim: int,
         num_classes: int,
         *,
-        d_model: int = 256,
+        embed_dim: int = 256,
         depth: int = 3,
         d_state: int = 64,
         kernel: str = "s4d",
         pool: str = "max",
-        causal: bool = False,
+        bidirectional: bool = True,
         token_pool: str = "mean",
         dropout: float = 0.0,
         drop_rate: float = 0.0,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("d_model", d_model), ("depth", depth)):
+        for name, value in (("dim", dim), ("embed_dim", embed_dim), ("depth", depth)):
             check_positive_int(name, value)
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        if d_model % 2**depth:
-            raise ValueError(f"d_model={d_model} must be divisible by 2 ** depth = {2 ** depth} (widths halve per stage)")
-        if token_pool not in _TOKEN_POOLS:
-            raise ValueError(f"token_pool must be one of {_TOKEN_POOLS}, got {token_pool!r}")
-        if pool not in _POOLS:
-            raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
-        self.in_dim, self.num_classes = in_dim, num_classes
-        self.causal, self.token_pool, self.depth = causal, token_pool, depth
-        self.proj = nn.Conv1d(in_dim, d_model, 1)
-        widths = [d_model // 2**i for i in range(depth + 1)]
+        check_non_negative_int("num_classes", num_classes)
+        if embed_dim % 2**depth:
+            raise InvalidValueError(f"embed_dim={embed_dim} must be divisible by 2 ** depth = {2 ** depth} "
+                                    "(widths halve per stage)")
+        check_choice("token_pool", token_pool, _TOKEN_POOLS)
+        check_choice("pool", pool, _POOLS)
+        dd = dict(device=device, dtype=dtype)
+        self.dim, self.num_classes = dim, num_classes
+        self.bidirectional, self.token_pool, self.depth = bidirectional, token_pool, depth
+        self.proj = PointwiseConv(dim, embed_dim, **dd)
+        widths = [embed_dim // 2**i for i in range(depth + 1)]
         self.stages = nn.ModuleList(
-            ViS4merStage(widths[i], widths[i + 1], d_state, kernel, pool, causal, dropout) for i in range(depth)
+            ViS4merStage(widths[i], widths[i + 1], d_state, kernel, pool, bidirectional, dropout, **dd)
+            for i in range(depth)
         )
         self.num_features = widths[-1]
         self.head_drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     # -- input -----------------------------------------------------------------------------
 
     def _sequence(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, D)`` or ``(B, T, N, D)`` -> channels-first ``(B, d_model, L)``."""
-        if x.ndim not in (3, 4) or x.shape[-1] != self.in_dim:
-            raise ValueError(
-                f"expected features (B, T, {self.in_dim}) or (B, T, N, {self.in_dim}), got {tuple(x.shape)}"
+        """``(B, T, D)`` or ``(B, T, N, D)`` -> channels-first ``(B, embed_dim, L)``."""
+        if x.ndim not in (3, 4) or x.shape[-1] != self.dim:
+            raise InvalidValueError(
+                f"expected features (B, T, {self.dim}) or (B, T, N, {self.dim}), got {tuple(x.shape)}"
             )
         if x.ndim == 4:
             x = x.mean(dim=2) if self.token_pool == "mean" else x.flatten(1, 2)
@@ -207,7 +195,7 @@ class ViS4mer(nn.Module):
         """Features ``(B, T, D)`` / ``(B, T, N, D)`` -> last stage's sequence ``(B, C, L / 2**depth)``."""
         x = self._sequence(x)
         if x.shape[-1] < 2**self.depth:
-            raise ValueError(f"a {self.depth}-stage ViS4mer needs at least {2 ** self.depth} steps, got {x.shape[-1]}")
+            raise InvalidValueError(f"a {self.depth}-stage ViS4mer needs at least {2 ** self.depth} steps, got {x.shape[-1]}")
         for stage in self.stages:
             x = stage(x)
         return x
@@ -225,14 +213,15 @@ class ViS4mer(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        dd = dict(device=self.proj.weight.device, dtype=self.proj.weight.dtype)
+        self.fc = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     # -- streaming -------------------------------------------------------------------------
 
     def default_state(self, batch: int, device: torch.device | None = None) -> ViS4merState:
         """The state before the first frame, for :meth:`stream`."""
-        if not self.causal:
-            raise ValueError("stream needs a causal ViS4mer (causal=True)")
+        if self.bidirectional:
+            raise InvalidValueError("stream needs a causal ViS4mer (bidirectional=False)")
         device = device if device is not None else self.proj.weight.device
         stages = [
             (stage.s4.default_state(batch, device), torch.zeros(batch, stage.norm.normalized_shape[0], 0, device=device))
@@ -250,11 +239,11 @@ class ViS4mer(nn.Module):
         ``2 ** depth`` steps have been seen the time average is empty and taken as zero.
         """
         if x.ndim in (3, 4) and x.shape[1] == 0:
-            raise ValueError(f"empty chunk: {tuple(x.shape)}")
+            raise InvalidValueError(f"empty chunk: {tuple(x.shape)}")
         if state is None:
             state = self.default_state(x.shape[0], x.device)
         if not isinstance(state, ViS4merState) or len(state.stages) != self.depth:
-            raise TypeError(f"state must be a ViS4merState from this model, got {type(state).__name__}")
+            raise InvalidTypeError(f"state must be a ViS4merState from this model, got {type(state).__name__}")
         x = self._sequence(x)
         stages = []
         for stage, stage_state in zip(self.stages, state.stages):
@@ -269,7 +258,7 @@ class ViS4mer(nn.Module):
         return logits, ViS4merState(stages, total, count)
 
     def extra_repr(self) -> str:
-        return f"in_dim={self.in_dim}, causal={self.causal}, token_pool={self.token_pool!r}"
+        return f"dim={self.dim}, bidirectional={self.bidirectional}, token_pool={self.token_pool!r}"
 
 
 class VideoClassifier(nn.Module):
@@ -278,7 +267,7 @@ class VideoClassifier(nn.Module):
     Args:
         encoder: a timm image model; its pre-logits features (or its tokens, when
             the head flattens tokens) describe each frame.
-        head: the ViS4mer head; ``head.in_dim`` must equal ``encoder.num_features``.
+        head: the ViS4mer head; ``head.dim`` must equal ``encoder.num_features``.
         freeze_encoder: keep the encoder's weights fixed (and in eval mode), and
             run it without autograd.
         frame_batch: frames per encoder forward pass (None: all ``B * T`` at once);
@@ -290,10 +279,10 @@ class VideoClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, head: ViS4mer, freeze_encoder: bool = True, frame_batch: int | None = None):
         super().__init__()
         dim = getattr(encoder, "num_features", None)
-        if dim != head.in_dim:
-            raise ValueError(f"encoder gives {dim}-dim features but head.in_dim is {head.in_dim}")
+        if dim != head.dim:
+            raise InvalidValueError(f"encoder gives {dim}-dim features but head.dim is {head.dim}")
         if frame_batch is not None and frame_batch <= 0:
-            raise ValueError(f"frame_batch must be positive, got {frame_batch}")
+            raise InvalidValueError(f"frame_batch must be positive, got {frame_batch}")
         self.encoder, self.head = encoder, head
         self.freeze_encoder, self.frame_batch = freeze_encoder, frame_batch
         if freeze_encoder:
@@ -313,7 +302,7 @@ class VideoClassifier(nn.Module):
     def encode_frames(self, clips: torch.Tensor) -> torch.Tensor:
         """Clips ``(B, 3, T, H, W)`` -> frame features ``(B, T, D)`` (or tokens ``(B, T, N, D)``)."""
         if clips.ndim != 5 or clips.shape[1] != 3:
-            raise ValueError(f"expected clips (B, 3, T, H, W), got {tuple(clips.shape)}")
+            raise InvalidValueError(f"expected clips (B, 3, T, H, W), got {tuple(clips.shape)}")
         B, _, T = clips.shape[:3]
         frames = clips.transpose(1, 2).flatten(0, 1)  # (B * T, 3, H, W)
         step = self.frame_batch or frames.shape[0]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ..errors import InvalidValueError, MissingFileError
 
 __all__ = ["ZOO_DIR", "MANIFEST", "zoo_file", "load_manifest", "manifest_entry", "sha256sum", "verify_checkpoint"]
 
@@ -63,11 +64,11 @@ def verify_checkpoint(path: str | Path) -> None:
     expected = entry["sha256"] if entry else None
     if not Path(path).is_file():
         hint = f" (expected sha256 {expected})" if expected else ""
-        raise FileNotFoundError(f"checkpoint file not found: {path}{hint}")
+        raise MissingFileError(f"checkpoint file not found: {path}{hint}")
     if expected is None:
         return
     actual = sha256sum(path)
     if actual != expected:
-        raise ValueError(
+        raise InvalidValueError(
             f"checkpoint {path} is corrupted: sha256 {actual} does not match the manifest's {expected}"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from ..errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["fft_conv", "fft_conv_nd", "next_fast_len"]
 
@@ -17,7 +18,7 @@ __all__ = ["fft_conv", "fft_conv_nd", "next_fast_len"]
 def next_fast_len(n: int) -> int:
     """Smallest integer >= ``n`` whose only prime factors are 2, 3 and 5."""
     if n <= 0:
-        raise ValueError(f"next_fast_len needs a positive size, got {n}")
+        raise InvalidValueError(f"next_fast_len needs a positive size, got {n}")
     best = 1 << (n - 1).bit_length()
     p5 = 1
     while p5 < best:
@@ -38,9 +39,9 @@ def _fft_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 def _check_real(name: str, t: torch.Tensor) -> None:
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        raise InvalidTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.is_complex():
-        raise TypeError(f"{name} must be real, got dtype {t.dtype}")
+        raise InvalidTypeError(f"{name} must be real, got dtype {t.dtype}")
 
 
 def _fft_conv_axes(u: torch.Tensor, k: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
@@ -76,18 +77,18 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, causal: bool = True) -> torch.Ten
     _check_real("u", u)
     _check_real("k", k)
     if u.ndim != 3:
-        raise ValueError(f"fft_conv expects u of shape (B, H, L), got rank {u.ndim} {tuple(u.shape)}")
+        raise InvalidValueError(f"fft_conv expects u of shape (B, H, L), got rank {u.ndim} {tuple(u.shape)}")
     if k.ndim != 2:
-        raise ValueError(f"fft_conv expects k of shape (H, Lk), got rank {k.ndim} {tuple(k.shape)}")
+        raise InvalidValueError(f"fft_conv expects k of shape (H, Lk), got rank {k.ndim} {tuple(k.shape)}")
     if k.shape[0] != u.shape[1]:
-        raise ValueError(f"fft_conv: k has {k.shape[0]} channels but u has {u.shape[1]}")
+        raise InvalidValueError(f"fft_conv: k has {k.shape[0]} channels but u has {u.shape[1]}")
     if u.shape[-1] == 0 or k.shape[-1] == 0:
-        raise ValueError(f"fft_conv needs non-empty sequences, got L={u.shape[-1]}, Lk={k.shape[-1]}")
+        raise InvalidValueError(f"fft_conv needs non-empty sequences, got L={u.shape[-1]}, Lk={k.shape[-1]}")
     out_dtype = torch.promote_types(u.dtype, k.dtype)
     if causal:
         return _fft_conv_axes(u, k, [0]).to(out_dtype)
     if k.shape[-1] % 2 == 0:
-        raise ValueError(f"fft_conv(causal=False) needs an odd kernel length, got Lk={k.shape[-1]}")
+        raise InvalidValueError(f"fft_conv(causal=False) needs an odd kernel length, got Lk={k.shape[-1]}")
     return _fft_conv_axes(u, k, [k.shape[-1] // 2]).to(out_dtype)
 
 
@@ -106,18 +107,18 @@ def fft_conv_nd(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     _check_real("k", k)
     nd = k.ndim - 1
     if nd not in (1, 2, 3):
-        raise ValueError(f"fft_conv_nd expects k of shape (C, *K) with 1 to 3 spatial axes, got {tuple(k.shape)}")
+        raise InvalidValueError(f"fft_conv_nd expects k of shape (C, *K) with 1 to 3 spatial axes, got {tuple(k.shape)}")
     if u.ndim != nd + 2:
-        raise ValueError(
+        raise InvalidValueError(
             f"fft_conv_nd: k has {nd} spatial axes so u must be (B, C, *S) of rank {nd + 2}, "
             f"got rank {u.ndim} {tuple(u.shape)}"
         )
     if k.shape[0] != u.shape[1]:
-        raise ValueError(f"fft_conv_nd: k has {k.shape[0]} channels but u has {u.shape[1]}")
+        raise InvalidValueError(f"fft_conv_nd: k has {k.shape[0]} channels but u has {u.shape[1]}")
     even = [s for s in k.shape[1:] if s % 2 == 0]
     if even:
-        raise ValueError(f"fft_conv_nd needs odd kernel sizes, got {tuple(k.shape[1:])}")
+        raise InvalidValueError(f"fft_conv_nd needs odd kernel sizes, got {tuple(k.shape[1:])}")
     if min(u.shape[2:]) == 0:
-        raise ValueError(f"fft_conv_nd needs non-empty inputs, got {tuple(u.shape)}")
+        raise InvalidValueError(f"fft_conv_nd needs non-empty inputs, got {tuple(u.shape)}")
     out_dtype = torch.promote_types(u.dtype, k.dtype)
     return _fft_conv_axes(u, k, [s // 2 for s in k.shape[1:]]).to(out_dtype)

@@ -28,6 +28,7 @@ import math
 from typing import Callable, Optional
 
 import torch
+from ..errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["linear_scan"]
 
@@ -76,9 +77,9 @@ def linear_scan(
         input dtype. Differentiable in ``a``, ``b`` and ``h0`` with every backend.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown linear_scan backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+        raise InvalidValueError(f"unknown linear_scan backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     if not isinstance(reverse, bool):
-        raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
+        raise InvalidTypeError(f"reverse must be a bool, got {type(reverse).__name__}")
     out_dtype = _check_dtypes(a=a, b=b, h0=h0)
     a, h0 = _align_shapes(a, b, h0)
     compute_dtype = _compute_dtype(out_dtype)
@@ -106,9 +107,9 @@ def _check_dtypes(**tensors: Optional[torch.Tensor]) -> torch.dtype:
         if t is None:
             continue
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"linear_scan: {name} must be a torch.Tensor, got {type(t).__name__}")
+            raise InvalidTypeError(f"linear_scan: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dtype not in _REAL_DTYPES + _COMPLEX_DTYPES:
-            raise TypeError(
+            raise InvalidTypeError(
                 f"linear_scan: {name} has dtype {t.dtype}; expected a floating point "
                 f"(float16, bfloat16, float32, float64) or complex (complex64, complex128) dtype"
             )
@@ -125,24 +126,24 @@ def _align_shapes(
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Validate shapes and devices; return ``a`` with b's rank and ``h0`` with rank ``b.ndim - 1``."""
     if b.ndim == 0 or b.shape[-1] == 0:
-        raise ValueError(f"linear_scan: b must be (..., L) with L >= 1, got shape {tuple(b.shape)}")
+        raise InvalidValueError(f"linear_scan: b must be (..., L) with L >= 1, got shape {tuple(b.shape)}")
     length = b.shape[-1]
     batch = b.shape[:-1]
     if a.ndim == 0 or a.ndim > b.ndim or a.shape[-1] not in (1, length):
-        raise ValueError(
+        raise InvalidValueError(
             f"linear_scan: a of shape {tuple(a.shape)} does not broadcast to b of shape {tuple(b.shape)}; "
             f"a needs a last axis of 1 or L={length} and at most b's rank"
         )
     if not _broadcasts_to(a.shape[:-1], batch):
-        raise ValueError(f"linear_scan: a of shape {tuple(a.shape)} does not broadcast to b of shape {tuple(b.shape)}")
+        raise InvalidValueError(f"linear_scan: a of shape {tuple(a.shape)} does not broadcast to b of shape {tuple(b.shape)}")
     if h0 is not None and (h0.ndim > len(batch) or not _broadcasts_to(h0.shape, batch)):
-        raise ValueError(
+        raise InvalidValueError(
             f"linear_scan: h0 of shape {tuple(h0.shape)} must broadcast to b's shape without its last "
             f"axis, {tuple(batch)}"
         )
     for name, t in (("a", a), ("h0", h0)):
         if t is not None and t.device != b.device:
-            raise ValueError(f"linear_scan: {name} is on {t.device} but b is on {b.device}")
+            raise InvalidValueError(f"linear_scan: {name} is on {t.device} but b is on {b.device}")
     a = a.reshape((1,) * (b.ndim - a.ndim) + a.shape)
     if h0 is not None:
         h0 = h0.reshape((1,) * (len(batch) - h0.ndim) + h0.shape)
@@ -448,11 +449,11 @@ def _triton_installed() -> bool:
 
 def _triton_scan_fn(device: torch.device) -> ScanFn:
     if not _triton_installed():
-        raise ValueError("linear_scan: backend='triton' needs the triton package, which is not installed")
+        raise InvalidValueError("linear_scan: backend='triton' needs the triton package, which is not installed")
     from . import _scan_triton
 
     if device.type != "cuda" and not _scan_triton.INTERPRETED:
-        raise ValueError(
+        raise InvalidValueError(
             f"linear_scan: backend='triton' needs CUDA tensors, got tensors on {device}; to run the kernel "
             f"on CPU set TRITON_INTERPRET=1 before triton is first imported, or use backend='torch'"
         )

@@ -2,7 +2,7 @@
 
 A separable kernel is a sum of ``R`` outer products of per-axis 1D kernels,
 ``k[c, x_1, ..., x_N] = sum_r k_1[r, c, x_1] * ... * k_N[r, c, x_N]`` (S4ND kernels have this
-form, with ``R`` its ``channels``). Instead of one zero-padded N-d FFT, the convolution can run
+form, with ``R`` its ``rank``). Instead of one zero-padded N-d FFT, the convolution can run
 as ``R`` passes of ``N`` successive 1D convolutions, each along one axis, by either
 
 * ``"toeplitz"``: the axis as a per-channel ``(L, L)`` Toeplitz matrix applied with a batched
@@ -23,12 +23,15 @@ from typing import Sequence, Tuple, Union
 
 import torch
 
+from .._checks import check_positive_int
 from .fftconv import next_fast_len
+from ..errors import InvalidTypeError, InvalidValueError
 
 __all__ = [
     "SEPARABLE_PATHS",
     "separable_kernel",
     "toeplitz_matrix",
+    "toeplitz_conv_nd",
     "conv_along_axis",
     "choose_separable_path",
     "separable_conv_nd",
@@ -53,24 +56,24 @@ PathSpec = Union[str, Tuple[str, ...]]
 
 def _as_rank3(kernels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     if isinstance(kernels, torch.Tensor) or not len(kernels):
-        raise TypeError("kernels must be a non-empty sequence of per-axis kernel tensors")
+        raise InvalidTypeError("kernels must be a non-empty sequence of per-axis kernel tensors")
     out = []
     for a, k in enumerate(kernels):
         if not isinstance(k, torch.Tensor):
-            raise TypeError(f"kernels[{a}] must be a torch.Tensor, got {type(k).__name__}")
+            raise InvalidTypeError(f"kernels[{a}] must be a torch.Tensor, got {type(k).__name__}")
         if k.is_complex():
-            raise TypeError(f"kernels[{a}] must be real, got dtype {k.dtype}")
+            raise InvalidTypeError(f"kernels[{a}] must be real, got dtype {k.dtype}")
         if k.ndim == 2:
             k = k.unsqueeze(0)
         if k.ndim != 3:
-            raise ValueError(f"kernels[{a}] must be (C, K) or (R, C, K), got shape {tuple(k.shape)}")
+            raise InvalidValueError(f"kernels[{a}] must be (C, K) or (R, C, K), got shape {tuple(k.shape)}")
         if k.shape[-1] % 2 == 0:
-            raise ValueError(f"kernels[{a}] needs an odd length, got K={k.shape[-1]}")
+            raise InvalidValueError(f"kernels[{a}] needs an odd length, got K={k.shape[-1]}")
         out.append(k)
     ranks = {k.shape[0] for k in out}
     chans = {k.shape[1] for k in out}
     if len(ranks) != 1 or len(chans) != 1:
-        raise ValueError(
+        raise InvalidValueError(
             f"per-axis kernels disagree on (R, C): {[tuple(k.shape[:2]) for k in out]}"
         )
     return out
@@ -104,43 +107,82 @@ def _fit_kernel(k: torch.Tensor, length: int) -> torch.Tensor:
     return k[..., start:start + full]
 
 
-def toeplitz_matrix(k: torch.Tensor, length: int) -> torch.Tensor:
-    """Matrix of a centred 1D convolution on ``length`` samples.
+def toeplitz_matrix(k: torch.Tensor, length: int, stride: int = 1) -> torch.Tensor:
+    """Matrix of a centred 1D convolution on ``length`` samples, optionally average-pooled.
 
     Args:
         k: ``(..., K)`` centred kernel, ``K`` odd (any size; taps beyond ``length - 1`` from the
             centre are dropped).
         length: number of samples ``L``.
+        stride: average the output over windows of ``stride`` samples (a trailing partial
+            window is dropped, as ``avg_pool`` does).
 
     Returns:
-        ``(..., L, L)`` with ``T[..., i, j] = k[..., i - j + K // 2]`` (zero outside the
-        kernel), so ``T @ u`` is the zero-padded convolution of ``u``.
+        ``(..., L // stride, L)``; with ``stride=1``, ``T[..., i, j] = k[..., i - j + K // 2]``
+        (zero outside the kernel), so ``T @ u`` is the zero-padded convolution of ``u``. A
+        pooled matrix convolves and pools in one product, never forming the full output.
     """
     if k.shape[-1] % 2 == 0:
-        raise ValueError(f"toeplitz_matrix needs an odd kernel length, got K={k.shape[-1]}")
-    if length < 1:
-        raise ValueError(f"toeplitz_matrix needs a positive length, got {length}")
+        raise InvalidValueError(f"toeplitz_matrix needs an odd kernel length, got K={k.shape[-1]}")
+    check_positive_int("toeplitz_matrix length", length)
+    check_positive_int("toeplitz_matrix stride", stride)
+    if stride > length:
+        raise InvalidValueError(f"toeplitz_matrix stride {stride} exceeds the length {length}")
     k = _fit_kernel(k, length)
     pad = (2 * length - 1 - k.shape[-1]) // 2
     if pad:
         k = torch.nn.functional.pad(k, (pad, pad))
     # Row i holds k[L-1+i-j] for j = 0..L-1: a sliding window of the padded kernel, reversed.
-    return k.unfold(-1, length, 1).flip(-1)
+    t = k.unfold(-1, length, 1).flip(-1)
+    if stride == 1:
+        return t
+    rows = length // stride
+    return t[..., : rows * stride, :].unflatten(-2, (rows, stride)).mean(-2)
 
 
-def _toeplitz_along(u: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+def _matmul_along(u: torch.Tensor, t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Apply a per-channel matrix ``t (C, M, L)`` along axis ``dim`` of ``u (B, C, *S)``
+    (``S[dim] == L``): ``(B, C, *S)`` with that axis resized to ``M``."""
     B, C = u.shape[:2]
-    L = u.shape[dim]
+    L, M = u.shape[dim], t.shape[-2]
     p = math.prod(u.shape[2:dim])
     q = math.prod(u.shape[dim + 1:])
-    t = toeplitz_matrix(k, L)  # (C, L, L)
     if q == 1:  # last axis: rows of u times T^T
         y = u.reshape(B, C, p, L) @ t.transpose(-1, -2)
     elif p == 1:  # first axis: T times the (L, q) slab
         y = t @ u.reshape(B, C, L, q)
     else:
         y = t.unsqueeze(1) @ u.reshape(B, C, p, L, q)
-    return y.reshape(u.shape)
+    return y.reshape(*u.shape[:dim], M, *u.shape[dim + 1:])
+
+
+def _toeplitz_along(u: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
+    return _matmul_along(u, toeplitz_matrix(k, u.shape[dim]), dim)
+
+
+def toeplitz_conv_nd(u: torch.Tensor, matrices: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Apply per-axis matrices to ``u (B, C, *S)``: ``sum_r T_1[r] x_1 ... x_N T_N[r] u``.
+
+    Args:
+        u: ``(B, C, *S)``.
+        matrices: ``N`` tensors ``(R, C, M_a, S_a)`` (e.g. :func:`toeplitz_matrix` of each
+            axis kernel, pooled or not), the same ``R`` for every axis.
+
+    Returns:
+        ``(B, C, M_1, ..., M_N)`` in the matrices' dtype (fp32 even under autocast).
+    """
+    if len(matrices) != u.ndim - 2:
+        raise InvalidValueError(f"{len(matrices)} per-axis matrices for an input of shape {tuple(u.shape)}")
+    dtype = matrices[0].dtype
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        u = u.to(dtype)
+        y = None
+        for r in range(matrices[0].shape[0]):
+            z = u
+            for axis, t in enumerate(matrices):
+                z = _matmul_along(z, t[r], 2 + axis)
+            y = z if y is None else y + z
+    return y
 
 
 def _toeplitz_all_axes(u: torch.Tensor, ks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -210,17 +252,17 @@ def conv_along_axis(u: torch.Tensor, k: torch.Tensor, dim: int, method: str = "t
         ``(B, C, *S)`` in the promoted dtype of ``u`` and ``k``.
     """
     if method not in _AXIS_METHODS:
-        raise ValueError(f"method must be one of {_AXIS_METHODS}, got {method!r}")
+        raise InvalidValueError(f"method must be one of {_AXIS_METHODS}, got {method!r}")
     if u.ndim < 3:
-        raise ValueError(f"conv_along_axis expects u of shape (B, C, *S), got {tuple(u.shape)}")
+        raise InvalidValueError(f"conv_along_axis expects u of shape (B, C, *S), got {tuple(u.shape)}")
     d = dim + u.ndim if dim < 0 else dim
     if not 2 <= d < u.ndim:
-        raise ValueError(f"dim must name a spatial axis of u with shape {tuple(u.shape)}, got {dim}")
+        raise InvalidValueError(f"dim must name a spatial axis of u with shape {tuple(u.shape)}, got {dim}")
     (k,) = _as_rank3([k])
     if k.shape[0] != 1:
-        raise ValueError(f"conv_along_axis takes a (C, K) kernel, got {tuple(k.shape)}")
+        raise InvalidValueError(f"conv_along_axis takes a (C, K) kernel, got {tuple(k.shape)}")
     if k.shape[1] != u.shape[1]:
-        raise ValueError(f"conv_along_axis: k has {k.shape[1]} channels but u has {u.shape[1]}")
+        raise InvalidValueError(f"conv_along_axis: k has {k.shape[1]} channels but u has {u.shape[1]}")
     out_dtype = torch.promote_types(u.dtype, k.dtype)
     dtype = _compute_dtype(u, k)
     with torch.autocast(device_type=u.device.type, enabled=False):
@@ -248,7 +290,7 @@ def choose_separable_path(sizes: Sequence[int], ksizes: Sequence[int], rank: int
     """
     sizes, ksizes = tuple(sizes), tuple(ksizes)
     if len(sizes) != len(ksizes) or not sizes:
-        raise ValueError(f"sizes {sizes} and ksizes {ksizes} must be non-empty and of equal length")
+        raise InvalidValueError(f"sizes {sizes} and ksizes {ksizes} must be non-empty and of equal length")
     nd = len(sizes)
     per_axis = [_axis_costs(L, K, a == nd - 1) for a, (L, K) in enumerate(zip(sizes, ksizes))]
     methods = tuple(min(c, key=c.get) for c in per_axis)
@@ -273,29 +315,29 @@ def separable_conv_nd(u: torch.Tensor, kernels: Sequence[torch.Tensor], path: Pa
         ``(B, C, *S)``, equal to ``fft_conv_nd(u, separable_kernel(kernels))``.
     """
     if not isinstance(u, torch.Tensor):
-        raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}")
+        raise InvalidTypeError(f"u must be a torch.Tensor, got {type(u).__name__}")
     ks = _as_rank3(kernels)
     nd = len(ks)
     if nd not in (1, 2, 3):
-        raise ValueError(f"separable_conv_nd supports 1 to 3 axes, got {nd} kernels")
+        raise InvalidValueError(f"separable_conv_nd supports 1 to 3 axes, got {nd} kernels")
     if u.ndim != nd + 2:
-        raise ValueError(f"{nd} per-axis kernels need u of shape (B, C, *S) with rank {nd + 2}, got {tuple(u.shape)}")
+        raise InvalidValueError(f"{nd} per-axis kernels need u of shape (B, C, *S) with rank {nd + 2}, got {tuple(u.shape)}")
     R, C = ks[0].shape[:2]
     if u.shape[1] != C:
-        raise ValueError(f"separable_conv_nd: kernels have {C} channels but u has {u.shape[1]}")
+        raise InvalidValueError(f"separable_conv_nd: kernels have {C} channels but u has {u.shape[1]}")
     if min(u.shape[2:]) == 0:
-        raise ValueError(f"separable_conv_nd needs non-empty inputs, got {tuple(u.shape)}")
+        raise InvalidValueError(f"separable_conv_nd needs non-empty inputs, got {tuple(u.shape)}")
     if path == "auto":
         path = choose_separable_path(u.shape[2:], [k.shape[-1] for k in ks], R)
     elif isinstance(path, str):
         if path not in SEPARABLE_PATHS:
-            raise ValueError(f"path must be one of {SEPARABLE_PATHS} or a per-axis tuple, got {path!r}")
+            raise InvalidValueError(f"path must be one of {SEPARABLE_PATHS} or a per-axis tuple, got {path!r}")
         if path != "fft_nd":
             path = (path,) * nd
     else:
         path = tuple(path)
         if len(path) != nd or any(m not in _AXIS_METHODS for m in path):
-            raise ValueError(f"a per-axis path needs {nd} entries from {_AXIS_METHODS}, got {path!r}")
+            raise InvalidValueError(f"a per-axis path needs {nd} entries from {_AXIS_METHODS}, got {path!r}")
 
     out_dtype = torch.promote_types(u.dtype, ks[0].dtype)
     dtype = _compute_dtype(u, *ks)

@@ -106,7 +106,7 @@ def test_clips_are_reproducible_and_splits_disjoint(benchmark, tmp_path):
         (dict(size=31), ValueError),
         (dict(num_videos=0), ValueError),
         (dict(fps=0), ValueError),
-        (dict(num_frames=64.0), TypeError),
+        (dict(num_frames=64.0), ValueError),
     ],
 )
 def test_argument_errors(tmp_path, kwargs, error):

@@ -109,7 +109,7 @@ def test_sampler_argument_errors():
         UniformClipSampler()
     with pytest.raises(ValueError, match="unit"):
         SlidingWindowSampler(4, unit="minutes")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="window must be a positive integer"):
         SlidingWindowSampler(1.5)  # frames must be whole
     with pytest.raises(ValueError, match="num_segments"):
         RandomSegmentSampler(0)

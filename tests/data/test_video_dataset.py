@@ -106,7 +106,7 @@ def test_bad_files_are_reported_not_skipped_silently(videos, tmp_path):
         VideoClipDataset(csv, root)
     reported = {path: reason for path, reason in info.value.bad_files}
     assert set(reported) == {str(root / "missing.mp4"), str(root / "random.mp4"), str(root / "a.mp4")}
-    assert "FileNotFoundError" in reported[str(root / "missing.mp4")]
+    assert "MissingFileError" in reported[str(root / "missing.mp4")]
     assert "VideoDecodeError" in reported[str(root / "random.mp4")]
     assert "3 of 5 videos" in str(info.value) and "skip_bad=True" in str(info.value)
 

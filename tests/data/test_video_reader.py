@@ -221,8 +221,10 @@ def test_index_and_argument_errors(video):
         VideoReader(video, backend="opencv")
     with pytest.raises(ValueError, match="positive"):
         VideoReader(video, size=0)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="size must be an int or 2 ints"):
         VideoReader(video, size=(1, 2, 3))
+    with pytest.raises(TypeError):
+        VideoReader(video, size="large")
 
 
 def test_write_video_validates(tmp_path):

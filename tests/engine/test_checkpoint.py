@@ -3,6 +3,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from s4vision.engine.checkpoint import (
@@ -33,12 +34,33 @@ def test_model_file_round_trip_is_exact(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed away
 
 
-def test_tied_weights_can_be_saved(tmp_path):
-    net = _net()
-    net[2].weight = nn.Parameter(net[0].weight[:2].clone())
-    state = net.state_dict()
-    state["alias"] = state["0.weight"]  # shares storage
-    save_model_file(tmp_path / "t.safetensors", state, {})
+class _Tied(nn.Module):
+    """Two layers sharing one weight (as a language model ties its embedding and output)."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.encoder = nn.Linear(4, 4)
+        self.decoder = nn.Linear(4, 4)
+        self.decoder.weight = self.encoder.weight
+
+
+def test_tied_weights_round_trip(tmp_path):
+    src = _Tied(seed=1)
+    state = src.state_dict()
+    assert state["encoder.weight"].data_ptr() == state["decoder.weight"].data_ptr()  # one storage
+    path = save_model_file(tmp_path / "t.safetensors", state, {"arch": "tied"})
+    saved = load_file(str(path))
+    assert saved.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(saved[key], value), key
+
+    dst = _Tied(seed=2)
+    assert not torch.equal(dst.encoder.weight, src.encoder.weight)
+    assert load_model_weights(dst, path, arch="tied") == {"arch": "tied"}
+    assert dst.decoder.weight is dst.encoder.weight  # still tied after loading
+    for key, value in dst.state_dict().items():
+        assert torch.equal(value, state[key]), key
 
 
 def test_another_architecture_is_refused_with_both_names(tmp_path):

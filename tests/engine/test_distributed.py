@@ -2,27 +2,24 @@ import csv
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-import _tiny
+import _helpers
 from s4vision.engine.checkpoint import CheckpointManager
-
-HERE = Path(__file__).resolve().parent
 
 SCRIPT = textwrap.dedent("""
     import sys
-    sys.path.insert(0, sys.argv[1])
-    import _tiny
+
+    import _helpers  # the tiny test model; tests/ is on PYTHONPATH
     from safetensors.torch import save_file
     from s4vision.engine.config import load_config
     from s4vision.engine.distributed import cleanup, init_distributed
     from s4vision.engine.train import Trainer
 
-    out = sys.argv[2]
-    cfg = load_config(None, [*sys.argv[3:], f"train.output_dir={out}/run"])
+    out = sys.argv[1]
+    cfg = load_config(None, [*sys.argv[2:], f"train.output_dir={out}/run"])
     ctx = init_distributed(cfg.train.device)
     trainer = Trainer(cfg, ctx)
     trainer.fit()
@@ -35,13 +32,13 @@ SCRIPT = textwrap.dedent("""
 def test_two_process_ddp_on_cpu_ends_with_identical_weights(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
-    overrides = [f"model.name={_tiny.TINY}", "data.dataset=digits", "data.resolution=8", "data.batch_size=32",
+    overrides = [f"model.name={_helpers.TINY}", "data.dataset=digits", "data.resolution=8", "data.batch_size=32",
                  "train.epochs=2", "train.device=cpu", "train.progress=false", "train.threads=1",
                  "train.checkpoint_every=10"]
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-         str(HERE), str(tmp_path), *overrides],
-        capture_output=True, text=True, timeout=300)
+         str(tmp_path), *overrides],
+        capture_output=True, text=True, timeout=300, env=_helpers.subprocess_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     rank0, rank1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))

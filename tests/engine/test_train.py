@@ -1,10 +1,8 @@
 import csv
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,14 +10,13 @@ import yaml
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-import _tiny
+import _helpers
 from s4vision.engine.checkpoint import CheckpointManager, read_model_metadata
 from s4vision.engine.config import load_config
 from s4vision.engine.train import train
 
-HERE = Path(__file__).resolve().parent
 # digits at 8x8: 1,437 training images, 45 batches of 32 per epoch
-BASE = [f"model.name={_tiny.TINY}", "data.dataset=digits", "data.resolution=8", "data.batch_size=32",
+BASE = [f"model.name={_helpers.TINY}", "data.dataset=digits", "data.resolution=8", "data.batch_size=32",
         "optim.lr=1e-2", "optim.warmup_epochs=0.5", "train.progress=false", "train.threads=1"]
 
 
@@ -47,10 +44,10 @@ def test_training_learns_logs_and_exports(tmp_path):
     assert set(result.zero_shot) == {6, 8, 16}
     assert result.zero_shot[8].top1 == pytest.approx(float(rows[-1]["eval_top1"]))
     meta = read_model_metadata(result.model_file)
-    assert meta["arch"] == _tiny.TINY and meta["train_resolution"] == 8 and meta["dataset"] == "digits"
+    assert meta["arch"] == _helpers.TINY and meta["train_resolution"] == 8 and meta["dataset"] == "digits"
     assert (meta["in_chans"], meta["num_classes"]) == (1, 10)
     sidecar = yaml.safe_load(result.model_file.with_suffix(".yaml").read_text())
-    assert set(sidecar["zero_shot_top1"]) == {6, 8, 16} and sidecar["config"]["model"]["name"] == _tiny.TINY
+    assert set(sidecar["zero_shot_top1"]) == {6, 8, 16} and sidecar["config"]["model"]["name"] == _helpers.TINY
 
 
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
@@ -78,7 +75,7 @@ def test_ema_weights_are_exported(tmp_path):
 
 
 def test_resolution_below_the_model_minimum_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=f"resolution 4 is below the minimum {_tiny.MIN_SIZE}"):
+    with pytest.raises(ValueError, match=f"resolution 4 is below the minimum {_helpers.MIN_SIZE}"):
         train(_cfg(tmp_path, "train.progressive=[[0,4],[1,8]]"))
     with pytest.raises(ValueError, match="resolution 3 is below"):
         train(_cfg(tmp_path, "eval.resolutions=[3,8]"))
@@ -97,19 +94,18 @@ def test_unknown_model_lists_choices(tmp_path):
 
 # -- kill -9 mid-epoch, resume, and end with the weights of an uninterrupted run -------------------
 
-_CLI = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import _tiny; from s4vision.cli import main; "
-        "raise SystemExit(main(sys.argv[1:]))")
+_CLI = "import sys, _helpers; from s4vision.cli import main; raise SystemExit(main(sys.argv[1:]))"
 
 
 def _cli(*args):
-    return [sys.executable, "-c", _CLI, str(HERE), *args]
+    return [sys.executable, "-c", _CLI, *args]
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(OmegaConf.to_container(OmegaConf.from_dotlist(BASE))))
     common = [str(config), "train.epochs=3", "train.checkpoint_every=10", "train.keep_checkpoints=50"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = _helpers.subprocess_env(OMP_NUM_THREADS="1")
 
     reference = tmp_path / "reference"
     subprocess.run(_cli("train", *common, f"train.output_dir={reference}"), check=True, env=env, capture_output=True)
@@ -141,3 +137,12 @@ def test_bf16_autocast_on_cpu_and_fp16_refused(tmp_path):
     assert all(torch.isfinite(w).all() and w.dtype == torch.float32 for w in weights.values())
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         train(_cfg(tmp_path, "train.amp=fp16", name="fp16"))
+
+
+def test_divergence_is_reported_as_a_package_error(tmp_path):
+    from s4vision.errors import S4VisionError, TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match="training loss became (nan|inf) at step") as info:
+        train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=20", "optim.lr=1e30", "optim.clip_grad=null",
+                   "optim.warmup_epochs=0"))
+    assert isinstance(info.value, S4VisionError) and isinstance(info.value, FloatingPointError)

@@ -65,7 +65,7 @@ def test_dplr_methods_agree_on_long_kernels_in_fp32():
 
 @pytest.mark.parametrize("init,rank", [("legt", 2), ("lagt", 1), ("fout", 1), ("legs", 3)])
 def test_dplr_kernel_other_measures_and_ranks(init, rank):
-    gen = ssm_kernel("s4", d_model=2, d_state=8, channels=1, init=init, rank=rank).double()
+    gen = ssm_kernel("s4", d_model=2, d_state=8, channels=1, init=init, dplr_rank=rank).double()
     with torch.no_grad():
         gen.P.add_(0.1 * torch.randn_like(gen.P))
     torch.testing.assert_close(gen(29, 1.3), _kernel_by_matrix_powers(gen, 29, 1.3), atol=1e-10, rtol=1e-8)
@@ -124,13 +124,33 @@ def test_kernel_is_fp32_under_autocast(kind, dtype):
     torch.testing.assert_close(K, gen(64))
 
 
-def test_bandlimit_removes_high_modes():
+def test_bandlimit_is_defined_on_the_reference_grid():
+    """A mode's frequency is counted per reference sample (dt at rate 1): the same modes are kept
+    on every finer grid, and a grid coarser than 1 / bandlimit also drops what it cannot resolve."""
     gen = S4DKernel(4, 64, init="lin", bandlimit=0.2)
-    dt = gen.dt(1.0)
-    mask = gen.mode_mask(dt)
-    freq = dt[:, None] * gen.diagonal_A().imag.abs() / (2 * math.pi)
-    assert torch.equal(mask.bool(), freq < 0.1)
-    assert 0 < mask.sum() < mask.numel()
+    freq = gen.dt(1.0)[:, None] * gen.diagonal_A().imag.abs() / (2 * math.pi)  # cycles per reference sample
+    for rate in (1.0, 0.5, 0.1, 4.9):
+        assert torch.equal(gen.mode_mask(rate).bool(), freq < 0.1)
+    assert torch.equal(gen.mode_mask(10.0).bool(), freq < 1 / (2 * 10.0))
+    assert 0 < gen.mode_mask(1.0).sum() < gen.mode_mask(1.0).numel()
+
+
+@pytest.mark.parametrize("kernel", ["s4d", "s4"])
+@pytest.mark.parametrize("rate", [0.5, 1.0, 8.0])
+def test_bandlimited_kernel_is_the_kernel_without_those_modes(kernel, rate):
+    """Reference: the same generator with no band limit and the dropped modes' C zeroed by hand."""
+    gen = ssm_kernel(kernel, 3, 16, 2, bandlimit=0.3, disc="zoh", dt_min=0.1, dt_max=1.0).double()
+    free = ssm_kernel(kernel, 3, 16, 2, disc="zoh", dt_min=0.1, dt_max=1.0).double()
+    free.load_state_dict(gen.state_dict())
+    freq = gen.dt(1.0)[:, None] * gen.diagonal_A().imag.abs() / (2 * math.pi)
+    keep = freq < min(0.3, 1 / rate) / 2
+    with torch.no_grad():
+        free.C.mul_(keep[None, :, :, None].to(free.C.dtype))
+    torch.testing.assert_close(gen(40, rate), free(40, rate))
+    torch.testing.assert_close(gen.centred(20, rate), free.centred(20, rate))
+    unlimited = ssm_kernel(kernel, 3, 16, 2, disc="zoh").double()
+    unlimited.load_state_dict(gen.state_dict())
+    assert not torch.allclose(gen(40, rate), unlimited(40, rate))  # the band limit did remove modes
 
 
 def test_krylov_dense_matches_powers():

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from s4vision.kernels import KERNEL_NETS
-from s4vision.layers import S4ND, FlexConv, ReferenceGrid
+from s4vision.layers import S4, S4ND, FlexConv
 
 TOL = 0.03
 
@@ -79,7 +79,7 @@ def test_s4nd_2d(kernel, l_max):
     layer = S4ND(6, 2, d_state=32, kernel=kernel, bandlimit=0.2, l_max=l_max).eval()
     assert mismatch(layer, fine, coarse) < TOL
     # The convolution on its own, without the skip term that could hide it.
-    conv = S4ND(6, 2, d_state=32, kernel=kernel, bandlimit=0.2, l_max=l_max, out_proj=False).eval()
+    conv = S4ND(6, 2, d_state=32, kernel=kernel, bandlimit=0.2, l_max=l_max, activation=None, out_proj=None).eval()
     conv.D.data.zero_()
     assert mismatch(conv, fine, coarse) < TOL
 
@@ -89,7 +89,7 @@ def test_s4nd_3d_time_axis(kernel):
     fine, coarse = clips()
     layer = S4ND(4, 3, d_state=32, kernel=kernel, bandlimit=0.2, l_max=(16, 5, 5)).eval()
     assert mismatch(layer, fine, coarse, ndim=3) < TOL
-    conv = S4ND(4, 3, d_state=32, kernel=kernel, bandlimit=0.2, l_max=(32, 5, 5), out_proj=False).eval()
+    conv = S4ND(4, 3, d_state=32, kernel=kernel, bandlimit=0.2, l_max=(32, 5, 5), activation=None, out_proj=None).eval()
     conv.D.data.zero_()
     assert mismatch(conv, fine, coarse, ndim=3) < TOL
 
@@ -97,7 +97,7 @@ def test_s4nd_3d_time_axis(kernel):
 def test_s4nd_without_reference_grid_is_not_consistent():
     # Each input taken as its own reference: the kernel shrinks with the pixels, like the control.
     fine, coarse = images()
-    conv = S4ND(6, 2, d_state=32, bandlimit=0.2, out_proj=False).eval()
+    conv = S4ND(6, 2, d_state=32, bandlimit=0.2, activation=None, out_proj=None).eval()
     conv.D.data.zero_()
     assert mismatch(conv, fine, coarse) > 0.15
     # The reference set in training fixes it.
@@ -109,7 +109,7 @@ def test_s4nd_without_reference_grid_is_not_consistent():
 @pytest.mark.parametrize("net", list(KERNEL_NETS))
 def test_flexconv_2d(net):
     fine, coarse = images()
-    conv = FlexConv(6, 2, kernel_net=net, separable=False).eval()
+    conv = FlexConv(6, 2, kernel_net=net, out_proj=None).eval()
     assert mismatch(conv, fine, coarse) < TOL
     layer = FlexConv(6, 2, kernel_net=net, out_dim=8).eval()
     assert mismatch(layer, fine, coarse) < TOL
@@ -118,27 +118,23 @@ def test_flexconv_2d(net):
 @pytest.mark.parametrize("net", list(KERNEL_NETS))
 def test_flexconv_3d_time_axis(net):
     fine, coarse = clips()
-    conv = FlexConv(4, 3, kernel_net=net, separable=False).eval()
+    conv = FlexConv(4, 3, kernel_net=net, out_proj=None).eval()
     assert mismatch(conv, fine, coarse, ndim=3) < TOL
 
 
-def test_reference_grid_rates_and_state():
-    grid = ReferenceGrid(2)
-    assert not grid.is_set and grid.rates((8, 4)) == (1.0, 1.0)
-    grid.eval().observe((8, 4))
-    assert not grid.is_set  # eval never stores a reference
-    grid.train().observe((8, 4))
-    assert grid.reference((16, 16)) == (8, 4)
-    assert grid.rates((16, 2)) == (0.5, 2.0)
-    assert grid.spacings((16, 2)) == (1 / 16, 1 / 2)
-    assert grid.rates((16, 2), rate=3) == (3.0, 3.0)
-    assert grid.spacings((16, 2), rate=(1.0, 2.0)) == (1 / 8, 2 / 4)
-    other = ReferenceGrid(2)
-    other.load_state_dict(grid.state_dict())
-    assert other.is_set and other.reference((1, 1)) == (8, 4)
-    with pytest.raises(ValueError, match="rate"):
-        grid.rates((4, 4), rate=(1.0, -1.0))
-    with pytest.raises(ValueError, match="l_max"):
-        ReferenceGrid(2, l_max=(4, 0))
-    with pytest.raises(ValueError, match="ndim"):
-        ReferenceGrid(4)
+def sequences(batch=2, channels=6, fine=512, seed=0):
+    """Smooth sequences at 64 and 32 samples, area-downsampled from ``fine``."""
+    g = torch.Generator().manual_seed(seed)
+    x = smooth_signal(batch, channels, fine, g)
+    return F.avg_pool1d(x, fine // 64).float(), F.avg_pool1d(x, fine // 32).float()
+
+
+@pytest.mark.parametrize("kernel", ["s4d", "s4"])
+def test_bidirectional_s4_1d(kernel):
+    """S4 has the reference grid every other layer has: a sequence at twice the rate is the
+    same signal, and the layer's output pooled back matches."""
+    fine, coarse = sequences()
+    layer = S4(6, 32, kernel=kernel, bidirectional=True, bandlimit=0.2, l_max=32, disc="zoh").eval()
+    assert rel_err(F.avg_pool1d(layer(fine), 2), layer(coarse)) < TOL
+    # the control: the same layer told that both inputs are sampled at the reference rate
+    assert rel_err(F.avg_pool1d(layer(fine, rate=1.0), 2), layer(coarse, rate=1.0)) > 0.15

@@ -44,9 +44,9 @@ def test_stream_chunks_reproduce_forward(kernel, sizes):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_conv_view_equals_conv1d_reference(kernel):
     """forward = GLU(W act(K * x + D x)) with K from the generator, checked with F.conv1d."""
-    layer = S4(4, 8, kernel=kernel, activation="identity").double()
+    layer = S4(4, 8, kernel=kernel, activation=None).double()
     x = torch.randn(2, 4, 30, dtype=torch.float64)
-    k = layer.kernel(30)[0]  # (H, L)
+    k = layer.kernel(30)  # (H, L): one kernel per feature
     conv = F.conv1d(F.pad(x, (29, 0)), k.flip(-1)[:, None], groups=4)
     ref = layer.out_proj(conv + layer.D[0, :, None] * x)
     torch.testing.assert_close(layer(x), ref)
@@ -57,9 +57,9 @@ def test_bidirectional_is_causal_plus_anticausal(kernel):
     """Each tap m of the centred kernel sums the half-step taps 2m-1 and 2m of its side; the
     origin tap is the first half-step tap of both sides."""
     L, H = 20, 3
-    layer = S4(H, 8, kernel=kernel, bidirectional=True, activation="identity").double()
+    layer = S4(H, 8, kernel=kernel, bidirectional=True, activation=None).double()
     x = torch.randn(2, H, L, dtype=torch.float64)
-    halves = layer.kernel(2 * L, 0.5)  # (2, H, 2L)
+    halves = layer.generator(2 * L, 0.5)  # (2, H, 2L): causal halves at half the step
     fwd = torch.cat([halves[0, :, :1], halves[0, :, 1:-1:2] + halves[0, :, 2::2]], -1)  # (H, L)
     bwd = torch.cat([halves[1, :, :1], halves[1, :, 1:-1:2] + halves[1, :, 2::2]], -1)
     causal = F.conv1d(F.pad(x, (L - 1, 0)), fwd.flip(-1)[:, None], groups=H)
@@ -141,5 +141,5 @@ def test_bad_construction_and_recurrent_misuse():
     layer = S4(4, 8)
     with pytest.raises(ValueError, match="state must have shape"):
         layer.stream(torch.randn(2, 4, 3), torch.zeros(1, 4, 4, 2))
-    with pytest.raises(ValueError, match=r"\(B, H\)"):
+    with pytest.raises(ValueError, match=r"\(B, dim\)"):
         layer.step(torch.randn(2, 4, 3), layer.default_state(2))

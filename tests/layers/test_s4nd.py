@@ -26,7 +26,7 @@ def test_shapes(ndim, sizes, kernel, bidirectional):
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_kernel_is_sum_of_outer_products_of_axis_kernels(channels):
-    layer = make(3, 3, channels=channels).double()
+    layer = make(3, 3, rank=channels).double()
     sizes = (4, 5, 6)
     kx, ky, kz = layer.kernel_factors(sizes)
     assert kx.shape == (channels, 3, 7) and ky.shape == (channels, 3, 9) and kz.shape == (channels, 3, 11)
@@ -40,11 +40,11 @@ def test_kernel_is_sum_of_outer_products_of_axis_kernels(channels):
 
 @pytest.mark.parametrize("path", ["auto", "toeplitz", "fft", "fft_nd"])
 def test_forward_is_dense_convolution_plus_skip(path):
-    layer = make(3, 2, channels=2, out_proj=False, conv_path=path).double()
+    layer = make(3, 2, rank=2, activation=None, out_proj=None, conv_path=path).double()
     x = torch.randn(2, 3, 7, 10, dtype=torch.float64)
-    ref = fft_conv_nd(x, layer.kernel((7, 10))) + layer.D[:, None, None] * x
+    ref = fft_conv_nd(x, layer.kernel((7, 10))) + layer.D.view(-1, 1, 1) * x
     torch.testing.assert_close(layer(x), ref)
-    full = make(3, 2, channels=2).double()
+    full = make(3, 2, rank=2).double()
     full.load_state_dict(layer.state_dict(), strict=False)
     torch.testing.assert_close(full(x), full.out_proj(full.act(ref)))
 
@@ -79,12 +79,12 @@ def test_ndim1_agrees_with_the_1d_s4_convolution(kernel):
     """S4ND(ndim=1) is the bidirectional S4 convolution: same generator parameters, the S4
     layer's 1D ``fft_conv`` with the cell-centred kernel from its generator."""
     H, L = 3, 12
-    s4 = S4(H, 8, kernel=kernel, bidirectional=True, disc="zoh", out_proj=None, activation="identity").double()
-    nd = make(H, 1, kernel=kernel, l_max=L, out_proj=False).double()
-    nd.ssm[0].load_state_dict(s4.kernel.state_dict())
-    nd.D.data.copy_(s4.D[0])
+    s4 = S4(H, 8, kernel=kernel, bidirectional=True, disc="zoh", out_proj=None, activation=None).double()
+    nd = make(H, 1, kernel=kernel, l_max=L, activation=None, out_proj=None).double()
+    nd.ssm[0].load_state_dict(s4.generator.state_dict())
+    nd.D.data.copy_(s4.D)
     x = torch.randn(2, H, L, dtype=torch.float64)
-    halves = s4.kernel(2 * L, 0.5)  # at half step: pairs of taps tile the cells between samples
+    halves = s4.generator(2 * L, 0.5)  # at half step: pairs of taps tile the cells between samples
     k = centred_kernel(halves[:1], halves[1:], half_step=True)[0]
     ref = fft_conv(x, k, causal=False) + s4.D[0, :, None] * x
     torch.testing.assert_close(nd(x), ref)
@@ -103,7 +103,7 @@ def test_causal_layer_ignores_the_future():
 
 
 def test_reference_grid_and_rate_override():
-    layer = make(3, 2, out_proj=False).double()
+    layer = make(3, 2, activation=None, out_proj=None).double()
     x32, x64 = torch.randn(1, 3, 8, 8, dtype=torch.float64), torch.randn(1, 3, 16, 12, dtype=torch.float64)
     assert not layer.grid.is_set
     layer.eval()(x32)
@@ -111,12 +111,12 @@ def test_reference_grid_and_rate_override():
     layer.train()(x32)
     assert layer.grid.reference((1, 1)) == (8, 8)
     layer.eval()
-    fresh = make(3, 2, out_proj=False).double().eval()
+    fresh = make(3, 2, activation=None, out_proj=None).double().eval()
     fresh.load_state_dict(layer.state_dict())
     assert fresh.grid.reference((1, 1)) == (8, 8)  # saved in the checkpoint
     torch.testing.assert_close(fresh(x64), layer(x64))
     # An explicit rate overrides the derived one (8 / 16, 8 / 12).
-    unset = make(3, 2, out_proj=False).double().eval()
+    unset = make(3, 2, activation=None, out_proj=None).double().eval()
     unset.load_state_dict({k: v for k, v in layer.state_dict().items() if not k.startswith("grid")}, strict=False)
     torch.testing.assert_close(unset(x64, rate=(0.5, 8 / 12)), layer(x64))
     assert not torch.allclose(unset(x64), layer(x64))
@@ -184,7 +184,7 @@ def test_bf16_autocast_keeps_kernels_and_ffts_in_fp32(monkeypatch):
         monkeypatch.setattr(torch.fft, name, spy)
     x = torch.randn(2, 4, 8, 8)
     for path in ("fft", "fft_nd", "toeplitz"):
-        for out_proj in (True, False):
+        for out_proj in ("linear", None):
             layer = make(4, 2, conv_path=path, out_proj=out_proj)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 y = layer(x)
@@ -206,17 +206,17 @@ def test_gradients_reach_every_parameter():
 def test_eval_cache_reuses_and_invalidates_kernels(first_context):
     """Kernels computed under no_grad or inference_mode serve later no_grad calls until a
     parameter changes."""
-    layer = make(2, 2, out_proj=False).eval()
+    layer = make(2, 2, activation=None, out_proj=None).eval()
     x = torch.randn(1, 2, 5, 5)
     with first_context():
-        k1 = layer.kernel_factors((5, 5))
-        assert layer.kernel_factors((5, 5)) is k1
+        k1 = layer.kernel_factors((5, 5))[0]
+        assert layer.kernel_factors((5, 5))[0].data_ptr() == k1.data_ptr()
         y1 = layer(x)
     with torch.no_grad():
-        assert layer.kernel_factors((5, 5)) is k1
+        assert layer.kernel_factors((5, 5))[0].data_ptr() == k1.data_ptr()
         torch.testing.assert_close(layer(x), y1)
         layer.ssm[0].log_dt.add_(0.5)
-        assert layer.kernel_factors((5, 5)) is not k1
+        assert layer.kernel_factors((5, 5))[0].data_ptr() != k1.data_ptr()
         assert not torch.allclose(layer(x), y1)
 
 
@@ -244,6 +244,10 @@ def test_input_errors(kwargs, x_shape, match):
         (dict(l_max=(8, 8, 8)), "l_max"),
         (dict(bandlimit=-1.0), "bandlimit"),
         (dict(channels=0), "channels"),
+        (dict(rank=0), "rank"),
+        (dict(channels=2, out_proj=None), "channels"),
+        (dict(out_dim=5, out_proj=None), "out_dim"),
+        (dict(stride=(2, 0)), "stride"),
     ],
 )
 def test_argument_errors(kwargs, match):
@@ -254,3 +258,68 @@ def test_argument_errors(kwargs, match):
 def test_rate_errors():
     with pytest.raises(ValueError, match="rate"):
         make(3, 2)(torch.randn(1, 3, 4, 4), rate=(1.0, 2.0, 3.0))
+
+
+@pytest.mark.parametrize("out_proj", ["glu", "linear"])
+def test_channels_are_kernels_per_feature_mixed_by_the_projection(out_proj):
+    """channels=c: every feature is convolved with c kernels; the c * dim maps, plus the skip term
+    of each, go through the activation and the output projection (reference: a loop over
+    kernels with torch's conv2d)."""
+    dim, c, S = 3, 2, (5, 6)
+    layer = make(dim, 2, channels=c, out_proj=out_proj).double()
+    x = torch.randn(2, dim, *S, dtype=torch.float64)
+    dense = layer.kernel(S)  # (c * dim, 2 S_1 - 1, 2 S_2 - 1)
+    assert dense.shape == (c * dim, 9, 11)
+    maps = []
+    for j in range(c):
+        for h in range(dim):
+            w = dense[j * dim + h].flip(0, 1)[None, None]  # conv2d correlates: flip for a convolution
+            y = torch.nn.functional.conv2d(x[:, h:h + 1], w, padding=(S[0] - 1, S[1] - 1))
+            maps.append(y[:, 0] + layer.D[j, h] * x[:, h])
+    ref = layer.out_proj(layer.act(torch.stack(maps, 1)))
+    torch.testing.assert_close(layer(x), ref)
+
+
+@pytest.mark.parametrize("sizes, stride, rank", [
+    ((16, 12), (4, 4), 1),
+    ((18, 13), (4, 2), 2),      # sizes not multiples of the stride: floor, like avg_pool
+    ((5, 8, 8), (1, 2, 2), 1),  # 3D, time not pooled
+    ((4, 6, 9), (2, 2, 4), 2),
+])
+def test_stride_pools_the_convolution_jointly(sizes, stride, rank):
+    """stride=s gives avg_pool(K * x + D x, s) without forming the full output, with the same
+    gradients for the input and every parameter."""
+    ndim = len(sizes)
+    kwargs = dict(rank=rank, activation=None, out_proj=None, dt_min=0.1, dt_max=1.0)
+    linear = make(5, ndim, **kwargs).double()
+    pooled = make(5, ndim, stride=stride, **kwargs).double()
+    pooled.load_state_dict(linear.state_dict())
+    x = torch.randn(2, 5, *sizes, dtype=torch.float64, requires_grad=True)
+    pool = {2: torch.nn.functional.avg_pool2d, 3: torch.nn.functional.avg_pool3d}[ndim]
+    expected = pool(linear(x), stride, stride)
+    out = pooled(x)
+    torch.testing.assert_close(out, expected)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), [x] + list(pooled.parameters()))
+    grads_ref = torch.autograd.grad((expected * g).sum(), [x] + list(linear.parameters()))
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="smaller than the pooling stride"):
+        pooled(torch.randn(1, 5, *(s - 1 if k > 1 else s for s, k in zip(stride, stride)), dtype=torch.float64))
+
+
+def test_stride_with_projection_changes_width():
+    layer = make(4, 3, stride=(1, 2, 2), activation=None, out_proj="glu", out_dim=6)
+    assert layer(torch.randn(2, 4, 3, 8, 8)).shape == (2, 6, 3, 4, 4)
+
+
+def test_pooled_matrices_are_cached_in_eval_and_invalidated():
+    layer = make(2, 2, stride=2, activation=None, out_proj=None).eval()
+    x = torch.randn(1, 2, 6, 6)
+    with torch.no_grad():
+        y = layer(x)
+        first = layer._pooled_matrices((6, 6), (1.0, 1.0))
+        assert layer._pooled_matrices((6, 6), (1.0, 1.0)) is first
+        layer.ssm[1].log_dt.add_(0.3)
+        assert layer._pooled_matrices((6, 6), (1.0, 1.0)) is not first
+        assert not torch.allclose(layer(x), y)

@@ -1,4 +1,4 @@
-"""S4ND-ConvNeXt specifics: the fused S4ND + pooling, 2D -> 3D inflation, zero-shot resolution
+"""S4ND-ConvNeXt specifics: 2D -> 3D inflation, zero-shot resolution
 change against timm's ConvNeXt, and torch.compile."""
 import math
 from functools import partial
@@ -11,58 +11,8 @@ import timm
 import s4vision  # noqa: F401
 from s4vision.layers import S4ND
 from s4vision.models import S4NDConvNeXt, inflate_convnext_2d_to_3d
-from s4vision.models.convnext_s4nd import PooledS4ND
 
 _AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
-
-
-# -- PooledS4ND --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("sizes, stride, rank", [
-    ((16, 12), (4, 4), 1),
-    ((18, 13), (4, 2), 2),      # sizes not multiples of the stride: floor, like AvgPool
-    ((5, 8, 8), (1, 2, 2), 1),  # 3D, time not pooled
-    ((4, 6, 9), (2, 2, 4), 2),
-])
-def test_pooled_s4nd_equals_avg_pool_of_s4nd(sizes, stride, rank):
-    ndim = len(sizes)
-    mixer = partial(S4ND, ndim=ndim, out_proj=False, channels=rank, dt_min=0.1, dt_max=1.0)
-    layer = PooledS4ND(5, stride, mixer, sizes).double()
-    with torch.no_grad():
-        layer.s4nd.D.normal_()
-    x = torch.randn(2, 5, *sizes, dtype=torch.float64, requires_grad=True)
-    expected = _AVG_POOL[ndim](layer.s4nd(x), stride, stride)
-    out = layer(x)
-    torch.testing.assert_close(out, expected)
-    # and the same gradients, for the input and for every SSM parameter
-    g = torch.randn_like(out)
-    grads = torch.autograd.grad((out * g).sum(), [x] + list(layer.parameters()))
-    grads_ref = torch.autograd.grad((expected * g).sum(), [x] + list(layer.parameters()))
-    for a, b in zip(grads, grads_ref):
-        torch.testing.assert_close(a, b)
-
-
-def test_pooled_s4nd_caches_matrices_in_eval():
-    layer = PooledS4ND(4, (4, 4), partial(S4ND, ndim=2, out_proj=False, channels=2), (8, 8)).eval()
-    x = torch.randn(1, 4, 8, 12)
-    with torch.no_grad():
-        first = layer.pooled_matrices((8, 12))
-        assert layer.pooled_matrices((8, 12)) is first
-        y = layer(x)
-        layer.s4nd.ssm[1].log_dt.add_(0.3)  # an update invalidates the cache
-        assert layer.pooled_matrices((8, 12)) is not first
-        assert not torch.allclose(layer(x), y)
-    layer.train()
-    assert layer.pooled_matrices((8, 12)) is not layer.pooled_matrices((8, 12))
-
-
-def test_pooled_s4nd_rejects_nonlinear_layer_and_tiny_inputs():
-    with pytest.raises(ValueError, match="out_proj=False"):
-        PooledS4ND(4, (2, 2), partial(S4ND, ndim=2, out_proj="glu"), (8, 8))
-    layer = PooledS4ND(4, (4, 4), partial(S4ND, ndim=2, out_proj=False), (8, 8))
-    with pytest.raises(ValueError, match="smaller than the pooling stride"):
-        layer(torch.randn(1, 4, 3, 8))
 
 
 # -- 2D -> 3D inflation ------------------------------------------------------------------------
@@ -89,9 +39,9 @@ def test_inflation_carries_spatial_kernels(stem_type, downsample_type):
     with torch.no_grad():
         for name, layer_3d in layers_3d.items():
             layer_2d = layers_2d[name]
-            hw = tuple(layer_2d.grid.size.tolist())
-            t = int(layer_3d.grid.size[0])
-            assert tuple(layer_3d.grid.size.tolist()) == (t,) + hw  # the 3D model keeps its grids
+            hw = layer_2d.grid.sizes
+            t = layer_3d.grid.sizes[0]
+            assert layer_3d.grid.sizes == (t,) + hw  # the 3D model keeps its grids
             k3 = layer_3d.kernel_factors((t,) + hw)
             k2 = layer_2d.kernel_factors(hw)
             torch.testing.assert_close(k3[1], k2[0])  # H

@@ -98,7 +98,8 @@ def test_default_cfg_is_honest(name):
     spatial = tuple(cfg["input_size"][1:])
     expected = (16,) + spatial if "3d" in name else spatial
     assert model.train_resolution == expected
-    assert tuple(state["train_size"].shape) == (len(expected),)
+    assert tuple(state["grid.size"].shape) == (len(expected),)
+    assert not [k for k in state if k.endswith(".grid.size")]  # layers' grids are views of the model's
 
 
 def test_micro_defaults_and_zoo_tags():
@@ -376,14 +377,20 @@ def test_pretrained_corrupted_zoo_file_names_sha(tmp_path, no_network, monkeypat
 def test_train_resolution_reaches_every_layer():
     model = timm.create_model("s4nd_convnext_atto", img_size=96)
     assert model.train_resolution == (96, 96)
-    grids = {n: tuple(b.tolist()) for n, b in model.named_buffers() if n.endswith("grid.size")}
-    assert grids["stem.down.mixer.s4nd.grid.size"] == (96, 96)
-    assert grids["stages.0.blocks.0.mixer.grid.size"] == (24, 24)
-    assert grids["stages.1.downsample.1.mixer.s4nd.grid.size"] == (24, 24)
-    assert grids["stages.3.blocks.1.mixer.grid.size"] == (3, 3)
+    assert model.stem.down.grid.sizes == (96, 96)
+    assert model.stages[0].blocks[0].mixer.grid.sizes == (24, 24)
+    assert model.stages[1].downsample[1].grid.sizes == (24, 24)
+    assert model.stages[3].blocks[1].mixer.grid.sizes == (3, 3)
+    # one definition: loading another training resolution into the model's grid moves every layer's
+    state = model.state_dict()
+    state["grid.size"] = torch.tensor([64, 32])
+    model.load_state_dict(state)
+    assert model.train_resolution == (64, 32)
+    assert model.stages[0].blocks[0].mixer.grid.sizes == (16, 8)
+    assert model.stages[3].blocks[1].mixer.grid.sizes == (2, 1)
     clip = timm.create_model("s4nd_convnext3d_atto", img_size=64, num_frames=8)
     assert clip.train_resolution == (8, 64, 64)
-    assert tuple(clip.stages[1].blocks[0].mixer.grid.size.tolist()) == (4, 8, 8)  # time: stem only
+    assert clip.stages[1].blocks[0].mixer.grid.sizes == (4, 8, 8)  # time: stem only
 
 
 # -- other dimensions and argument errors ------------------------------------------------------

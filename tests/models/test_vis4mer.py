@@ -8,8 +8,8 @@ from s4vision.models.vis4mer import TemporalPool, VideoClassifier, ViS4mer, fram
 
 
 def small_head(**kwargs):
-    args = dict(d_model=16, depth=2, d_state=8) | kwargs
-    return ViS4mer(args.pop("in_dim", 12), args.pop("num_classes", 5), **args)
+    args = dict(embed_dim=16, depth=2, d_state=8) | kwargs
+    return ViS4mer(args.pop("dim", 12), args.pop("num_classes", 5), **args)
 
 
 def test_forward_follows_the_stage_recipe():
@@ -51,7 +51,7 @@ def test_bidirectional_sees_the_future_and_causal_does_not():
     changed = x.clone()
     changed[:, -4:] += 1
     for causal in (False, True):
-        head = small_head(causal=causal, depth=1).eval()
+        head = small_head(bidirectional=not causal, depth=1).eval()
         with torch.no_grad():
             early = head.forward_features(x)[..., :8]  # positions from the first 16 frames
             early_changed = head.forward_features(changed)[..., :8]
@@ -62,7 +62,7 @@ def test_bidirectional_sees_the_future_and_causal_does_not():
 @pytest.mark.parametrize("shape, token_pool", [((2, 61, 12), "mean"), ((2, 23, 3, 12), "flatten"), ((2, 40, 3, 12), "mean")])
 def test_stream_matches_offline_forward(pool, shape, token_pool):
     torch.manual_seed(0)
-    head = small_head(causal=True, depth=3, d_model=32, pool=pool, token_pool=token_pool).eval()
+    head = small_head(bidirectional=False, depth=3, embed_dim=32, pool=pool, token_pool=token_pool).eval()
     x = torch.randn(*shape)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -92,8 +92,8 @@ def test_temporal_pool_stream_carries_leftover():
 
 def test_stream_errors():
     with pytest.raises(ValueError, match="causal"):
-        small_head(causal=False).stream(torch.randn(1, 4, 12))
-    head = small_head(causal=True)
+        small_head(bidirectional=True).stream(torch.randn(1, 4, 12))
+    head = small_head(bidirectional=False)
     with pytest.raises(ValueError, match="empty"):
         head.stream(torch.randn(1, 0, 12))
     with pytest.raises(TypeError):
@@ -102,11 +102,11 @@ def test_stream_errors():
 
 def test_argument_and_shape_errors():
     with pytest.raises(ValueError, match="divisible"):
-        ViS4mer(8, 3, d_model=20, depth=3)
+        ViS4mer(8, 3, embed_dim=20, depth=3)
     with pytest.raises(ValueError, match="pool"):
-        ViS4mer(8, 3, d_model=16, pool="sum")
+        ViS4mer(8, 3, embed_dim=16, pool="sum")
     with pytest.raises(ValueError, match="token_pool"):
-        ViS4mer(8, 3, d_model=16, token_pool="cls")
+        ViS4mer(8, 3, embed_dim=16, token_pool="cls")
     head = small_head()
     with pytest.raises(ValueError, match=r"\(B, T, 12\)"):
         head(torch.randn(2, 16, 11))
@@ -140,28 +140,28 @@ def encoder():
 
 def test_video_classifier_applies_the_encoder_per_frame(encoder):
     torch.manual_seed(0)
-    model = VideoClassifier(encoder, small_head(in_dim=encoder.num_features), frame_batch=5).eval()
+    model = VideoClassifier(encoder, small_head(dim=encoder.num_features), frame_batch=5).eval()
     clips = torch.randn(2, 3, 8, 32, 32)
     with torch.no_grad():
         per_frame = torch.stack([torch.stack([encoder(clips[b, :, t][None])[0] for t in range(8)]) for b in range(2)])
         torch.testing.assert_close(model.encode_frames(clips), per_frame, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(model(clips), model.head(per_frame), rtol=1e-4, atol=1e-5)
 
-    tokens_model = VideoClassifier(encoder, small_head(in_dim=encoder.num_features, token_pool="flatten"))
+    tokens_model = VideoClassifier(encoder, small_head(dim=encoder.num_features, token_pool="flatten"))
     with torch.no_grad():
         tokens = tokens_model.encode_frames(clips)
         assert tokens.shape == (2, 8, 5, encoder.num_features)  # class token + 4 patches
         torch.testing.assert_close(tokens[1, 3], frame_tokens(encoder, clips[1, :, 3][None])[0], rtol=1e-4, atol=1e-5)
 
-    with pytest.raises(ValueError, match="in_dim"):
-        VideoClassifier(encoder, small_head(in_dim=7))
+    with pytest.raises(ValueError, match="head.dim"):
+        VideoClassifier(encoder, small_head(dim=7))
     with pytest.raises(ValueError, match="B, 3, T, H, W"):
         model(torch.randn(2, 8, 3, 32, 32))
 
 
 def test_video_classifier_freezing_and_streaming(encoder):
     torch.manual_seed(0)
-    frozen = VideoClassifier(encoder, small_head(in_dim=encoder.num_features, causal=True))
+    frozen = VideoClassifier(encoder, small_head(dim=encoder.num_features, bidirectional=False))
     frozen.train()
     assert not frozen.encoder.training and frozen.head.training
     clips = torch.randn(2, 3, 12, 32, 32)
@@ -177,7 +177,7 @@ def test_video_classifier_freezing_and_streaming(encoder):
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
 
     trainable = VideoClassifier(timm.create_model("test_vit", num_classes=0, img_size=32),
-                                small_head(in_dim=encoder.num_features), freeze_encoder=False)
+                                small_head(dim=encoder.num_features), freeze_encoder=False)
     trainable.train()
     trainable(clips).sum().backward()
     assert trainable.encoder.training

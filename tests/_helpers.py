@@ -1,13 +1,31 @@
-"""A tiny timm-registered CNN for engine tests: fast on CPU, with dropout (it consumes the RNG)
-and a declared minimum input size of 6 pixels."""
+"""Helpers shared by the tests; ``tests/conftest.py`` imports this module, so every test sees it.
+
+pytest puts ``tests/`` (the directory of the root ``conftest.py``) on ``sys.path``, so test
+modules import it as ``import _helpers``. A test that starts Python in a subprocess passes
+:func:`subprocess_env` as its environment, which puts ``tests/`` on ``PYTHONPATH`` there.
+
+``s4v_test_tiny`` is a tiny timm-registered CNN for engine tests: fast on CPU, with dropout
+(it consumes the RNG) and a declared minimum input size of ``MIN_SIZE`` pixels.
+"""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 from timm.models import register_model
 from torch import nn
 
+TESTS_DIR = Path(__file__).resolve().parent
 TINY = "s4v_test_tiny"
 MIN_SIZE = 6
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """``os.environ`` plus ``extra``, with ``tests/`` first on ``PYTHONPATH`` (so a child
+    process can ``import _helpers``)."""
+    path = os.pathsep.join(p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 class TinyNet(nn.Module):

@@ -241,7 +241,8 @@ class SSMKernelBase(nn.Module):
     # -- caching -----------------------------------------------------------------------------
 
     def train(self, mode: bool = True):
-        self._cache.clear()
+        if mode:  # free the eval-mode kernels; (re)entering eval keeps them (they are still valid)
+            self._cache.clear()
         return super().train(mode)
 
     # -- public API --------------------------------------------------------------------------

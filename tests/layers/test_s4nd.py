@@ -323,3 +323,16 @@ def test_pooled_matrices_are_cached_in_eval_and_invalidated():
         layer.ssm[1].log_dt.add_(0.3)
         assert layer._pooled_matrices((6, 6), (1.0, 1.0)) is not first
         assert not torch.allclose(layer(x), y)
+
+
+def test_eval_again_keeps_the_cached_kernels():
+    """Calling eval() before every inference (a common pattern) must not regenerate kernels;
+    going back to training frees them."""
+    layer = make(2, 2).eval()
+    with torch.no_grad():
+        k1 = layer.kernel_factors((5, 5))[0]
+        layer.eval()
+        assert layer.kernel_factors((5, 5))[0].data_ptr() == k1.data_ptr()
+        layer.train()
+        layer.eval()
+        assert layer.kernel_factors((5, 5))[0].data_ptr() != k1.data_ptr()

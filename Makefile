@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # and brings Triton, whose interpreter the scan tests use.
 TORCH_SPEC ?= torch torchvision
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -27,5 +27,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) tools/bench_kernels.py
 
+# On a machine with one CUDA GPU: the device-aware tests, compiled Triton, bf16 training of every
+# model family, inductor, a torchrun/NCCL step and the GPU benchmarks, in under 8 minutes; writes
+# gpu_check/gpu_check.json and gpu_check/gpu_check.md. Without a GPU: a dry run on the CPU.
+gpu-check: $(STAMP)
+	$(PY) tools/gpu_check.py --out-dir gpu_check
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

@@ -24,6 +24,7 @@ __all__ = [
     "check_sizes",
     "check_optional",
     "check_channels_first",
+    "is_tracing",
 ]
 
 NDIMS = (1, 2, 3)
@@ -110,10 +111,25 @@ def check_optional(check, name: str, value: object, *args, **kwargs) -> Optional
     return None if value is None else check(name, value, *args, **kwargs)
 
 
+def is_tracing() -> bool:
+    """Whether ``torch.fx`` is tracing symbolically: inputs are then ``Proxy`` objects whose
+    values and shapes are unknown, so input checks step aside (they run again on real tensors)."""
+    from torch.fx import _symbolic_trace
+
+    # newer torch names the precise question; the older name also answers True under torch.export
+    check = getattr(_symbolic_trace, "is_fx_tracing_symbolic_tracing", None) or getattr(
+        _symbolic_trace, "is_fx_tracing", None)
+    return bool(check is not None and check())
+
+
 def check_channels_first(x: object, channels: int, ndim: int, name: str = "input") -> None:
-    """Raise unless ``x`` is a tensor ``(B, channels, *S)`` with ``ndim`` non-empty spatial axes."""
+    """Raise unless ``x`` is a tensor ``(B, channels, *S)`` with ``ndim`` non-empty spatial axes.
+
+    Skipped while ``torch.fx`` traces (:func:`is_tracing`)."""
     import torch
 
+    if is_tracing():
+        return
     if not isinstance(x, torch.Tensor):
         raise InvalidTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim != ndim + 2:

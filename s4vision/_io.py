@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Union
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "fsync_dir"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "fsync_dir", "check_writable_file"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -52,6 +52,26 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 def atomic_write_json(path: PathLike, payload: Any, *, indent: int | None = None) -> Path:
     """Write ``payload`` as JSON (``json.dumps(payload, indent=indent)``) to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(payload, indent=indent))
+
+
+def check_writable_file(path: PathLike, what: str = "output file") -> Path:
+    """Make sure ``path`` can be written *before* the work that produces it starts: its folder
+    is created if needed and a temporary file is created and removed there. Raises
+    :class:`~s4vision.errors.InvalidValueError` naming ``what`` and the path otherwise."""
+    from .errors import InvalidValueError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidValueError(f"{what} {path} is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+        with open(probe, "w"):
+            pass
+        probe.unlink()
+    except OSError as err:
+        raise InvalidValueError(f"cannot write {what} {path}: {err.strerror or err}") from None
+    return path
 
 
 def _fsync_file(path: Path) -> None:

@@ -218,3 +218,85 @@ def test_deepcopy_keeps_the_view_attached_to_the_copied_grid():
     clone.grid.set((40, 8))
     assert clone.view.sizes == (10, 2)
     assert original.grid.sizes == (16, 16) and original.view.sizes == (4, 4)
+
+
+# -- time --------------------------------------------------------------------------------------
+
+from s4vision.sampling import (  # noqa: E402
+    ReferenceClock, check_timestamps, frame_positions, frame_rates, uniform_rate, uniform_timestamps,
+)
+
+
+def test_uniform_timestamps():
+    np.testing.assert_allclose(uniform_timestamps(4, 8).numpy(), [0, 0.125, 0.25, 0.375])
+    np.testing.assert_allclose(uniform_timestamps(3, 2, start=10).numpy(), [10, 10.5, 11])
+    assert uniform_timestamps(3, 30).dtype == torch.float64
+    with pytest.raises(ValueError, match="fps"):
+        uniform_timestamps(3, 0)
+
+
+def test_frame_positions_and_rates_against_hand_computed_steps():
+    t = check_timestamps([[5.0, 5.125, 5.375, 5.5], [0.0, 0.25, 0.5, 0.75]])
+    np.testing.assert_allclose(frame_positions(t, 8).numpy(), [[0, 1, 3, 4], [0, 2, 4, 6]])
+    # the step before each frame in training frames (1/8 s); before the first: the one after it
+    np.testing.assert_allclose(frame_rates(t, 8).numpy(), [[1, 1, 2, 1], [2, 2, 2, 2]])
+    assert frame_rates(check_timestamps([3.0]), 8).tolist() == [1.0]  # one frame: one reference step
+    assert uniform_rate(frame_rates(t[1], 8)) == 2.0
+    assert uniform_rate(frame_rates(t[0], 8)) is None
+    assert uniform_rate(torch.tensor([1.0, 1.00001, 0.99999], dtype=torch.float64)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([0.0, 0.1, 0.1, 0.2], r"strictly increasing, got 0.1 then 0.1 at index \(2,\)"),
+    ([0.0, 0.2, 0.1], "strictly increasing"),
+    ([0.0, float("nan"), 0.2], r"finite, got nan at index \(1,\)"),
+    ([0.0, float("inf")], "finite"),
+    ([[0.0, 0.1], [0.0, -0.1]], r"at index \(1, 1\)"),
+    ([], "T >= 1"),
+])
+def test_bad_timestamps_give_one_clear_error(bad, match):
+    with pytest.raises(ValueError, match=match):
+        check_timestamps(torch.tensor(bad, dtype=torch.float64))
+
+
+def test_timestamps_length_and_type():
+    with pytest.raises(ValueError, match="got 3 timestamps for 4 frames"):
+        check_timestamps([0.0, 0.1, 0.2], num_frames=4)
+    with pytest.raises(TypeError):
+        check_timestamps("0 0.1")
+    with pytest.raises(TypeError):
+        check_timestamps(torch.tensor([0.0, 1.0], dtype=torch.complex64))
+    assert check_timestamps([0, 1, 2]).dtype == torch.float64
+
+
+def test_reference_clock():
+    clock = ReferenceClock()
+    assert not clock.is_set and clock.train_fps is None and clock.rate(30) == 1.0
+    clock.eval()
+    clock.observe(30)
+    assert not clock.is_set  # only training sets it
+    clock.train()
+    clock.observe(30)
+    clock.observe(60)
+    assert clock.train_fps == 30 and clock.rate(60) == 0.5 and float(clock.fps) == 30
+    restored = ReferenceClock()
+    restored.load_state_dict(clock.state_dict())
+    assert restored.train_fps == 30
+    unset = ReferenceClock().train()
+    assert unset.reference_fps(uniform_timestamps(5, 25)) == pytest.approx(25) and unset.train_fps == pytest.approx(25)
+    with pytest.raises(ValueError, match="fps"):
+        ReferenceClock(fps=-1)
+
+
+def test_fixed_rates_reach_every_view():
+    grid = ReferenceGrid(3, (8, 16, 16))
+    view = grid.view((2, 4, 4)).view((1, 2, 2))
+    assert grid.rates((16, 16, 16)) == (0.5, 1.0, 1.0)
+    with grid.fixed_rates({0: 2.0}):
+        assert grid.rates((16, 16, 16)) == (2.0, 1.0, 1.0)
+        assert view.rates((8, 2, 2)) == (2.0, 1.0, 1.0)
+        assert grid.rates((16, 16, 16), rate=1.5) == (1.5, 1.5, 1.5)  # an explicit rate still wins
+    assert view.rates((8, 2, 2)) == (0.5, 1.0, 1.0)
+    with pytest.raises(ValueError, match="axis"):
+        with grid.fixed_rates({3: 1.0}):
+            pass

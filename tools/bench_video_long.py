@@ -1,38 +1,57 @@
-"""Long-video benchmark: ViS4mer against temporal mean pooling and a Transformer.
+"""Long-video benchmark: ViS4mer against temporal mean pooling and Transformers, and a frame-rate shift.
 
 1. Trains a tiny frame encoder (timm's ``test_convnext``, 200k parameters, random
-   init) for ``--encoder-seconds`` to classify single MNIST digits placed at
-   random positions on a ``--size`` px frame, from the benchmark's training
-   digits only, and saves it as a checkpoint.
-2. For every clip length T in ``--lengths``: writes the long-range MNIST video
-   benchmark (:func:`s4vision.data.make_benchmark`, label = first digit + last
-   digit mod 10, distractor digits in between) as H.264 files and extracts
-   per-frame features with :func:`s4vision.engine.extract_features` and the
-   frozen encoder (64-d per frame). Every clip has ``--segments`` segments
-   (``head_seconds = T / (segments * fps)``), so the number of digits to sort
-   out stays the same while the time spans to integrate and bridge grow with T.
-3. Trains three heads with the same recipe on the cached features and reports
-   the validation accuracy: temporal mean pooling + linear, a Transformer
-   encoder (``nn.TransformerEncoder``, learned positions, class token) and
-   ViS4mer.
+   init) through the engine (``s4vision train``, ``task=image`` on an image
+   folder) to classify single MNIST digits placed at random positions on a
+   ``--size`` px frame (``--encoder-images`` frames drawn from the benchmark's
+   training digits only, ``--encoder-epochs`` epochs), and keeps its weights.
+2. For every clip length T in ``--lengths`` (default 256, 1,024 and 4,096 frames at
+   ``--fps`` 8), the clips of the long-range MNIST benchmark (label = first digit +
+   last digit mod 10, distractor digits in between; ``--segments`` segments of T /
+   segments frames, so the number of digits to sort out stays the same while the
+   time spans to integrate and bridge grow with T): ``--train-clips`` training clips
+   at 8 fps and ``--val-clips`` held-out clips (digit images never seen in training)
+   seen four ways: at 8 fps, the same seconds at 4 and at 16 fps, and at 8 fps with
+   every timestamp moved later by up to half a frame interval (jitter).
+   ``--features table`` (default): the frozen encoder's 64-d feature of every frame
+   the benchmark can show (each of the 5,000 digit images at each of the 25 places a
+   28 px digit has on a 32 px frame) is computed once; a clip's features are read from
+   that table along :func:`s4vision.data.video_benchmark.frame_layout` (which digit
+   where at each timestamp), normalised by the training table's mean and std, and
+   cached in the engine's feature-cache format with the timestamps. They are the
+   encoder's features of the frames rendered losslessly (no H.264), shared by every
+   head and seed. ``--features video`` writes H.264 files at 8 fps and extracts
+   features with :func:`s4vision.engine.extract_features` (no frame-rate variants).
+3. Trains each head of ``--heads`` for each of ``--seeds`` through the engine
+   (``task=video_features``: the Trainer, its parameter groups with the SSM
+   parameters exempt from weight decay, warmup + cosine), heads from the temporal-head
+   registry: ViS4mer (continuous time, ``train_fps`` 8), temporal mean pooling, a
+   Transformer with learned positions and one with sinusoidal time positions (both
+   averaging T // ``--tokens`` frames per token, the time-aware one by time windows),
+   and evaluates every trained head on the four held-out variants with the features
+   and timestamps as cached (:func:`s4vision.video_demo.evaluate_on_caches`). One
+   JSON per (T, head, seed) in ``--work-dir``: an interrupted run resumes.
 4. Measures, on random features, time per clip (inference and one training
-   step) and peak memory of a training step, for T up to ``--memory-lengths``.
-   Each measurement runs in a fresh process; memory is the growth of the peak
-   resident set size (``VmHWM``, reset just before the step) over the resident
-   size before the step. The Transformer is measured twice: with the fused
-   attention kernel ``scaled_dot_product_attention`` picks by default, and
-   with plain attention that materialises the ``T x T`` matrix
-   (``transformer_math``).
+   step) and peak memory of a training step, for T up to ``--memory-lengths``,
+   for the benchmark's heads and for the Transformer over every frame (one token
+   per frame: ``transformer_frames``) with the fused attention kernel
+   ``scaled_dot_product_attention`` picks by default, and with plain attention that
+   materialises the ``T x T`` matrix (``transformer_frames_math``, up to
+   ``--max-math-length``). Each measurement runs in a fresh process, after one
+   warm-up step, with freed memory returned to the OS at once
+   (``MALLOC_MMAP_THRESHOLD_``), so the peak resident set during the step (``VmHWM``,
+   reset just before it) over the resident size before it is the step's own memory.
 
 Prints tables, writes JSON (``--out``) and a PNG plot (``--plot``).
 
-    python tools/bench_video_long.py --out bench_video_long.json
+    nice -n 19 python tools/bench_video_long.py --work-dir /tmp/bench_video_long \\
+        --out /tmp/bench_video_long/bench.json --plot /tmp/bench_video_long/bench.png
+    python tools/bench_video_long.py --skip-accuracy        # time and memory only
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shutil
 import subprocess
@@ -45,155 +64,97 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from s4vision.data import VideoFeatureDataset, make_benchmark
-from s4vision.data.video_benchmark import DIGIT_SIZE, mnist_digits
+from s4vision._io import atomic_write_json
+from s4vision.data import make_benchmark
+from s4vision.data.video_benchmark import DIGIT_SIZE, SPLITS, mnist_digits
 from s4vision.engine import extract_features
-from s4vision.models import ViS4mer
+from s4vision.engine.video_eval import evaluate_video_checkpoint
+from s4vision.models.heads import create_temporal_head
+from s4vision.video_demo import evaluate_on_caches, train_frame_encoder, train_temporal_head
 
 ENCODER = "test_convnext"
 NUM_CLASSES = 10
-HEADS = ("mean_pool_linear", "transformer", "vis4mer")
-# For time and memory also the Transformer with plain (materialised T x T) attention, as
-# opposed to the fused kernel scaled_dot_product_attention picks by default.
-EFFICIENCY_MODELS = ("mean_pool_linear", "transformer", "transformer_math", "vis4mer")
+HEADS = ("mean_pool", "transformer", "vis4mer")  # the --features video run
+# For time and memory also the Transformer over every frame (one token per frame, as the memory
+# target compares), with the fused attention kernel scaled_dot_product_attention picks by default
+# and with plain attention that materialises the T x T matrix (``_math``).
+EFFICIENCY_MODELS = ("vis4mer", "mean_pool", "transformer", "transformer_sinusoidal", "transformer_frames",
+                     "transformer_frames_math")
 
 
 # -- heads -------------------------------------------------------------------------------------
 
 
-class MeanPoolLinear(nn.Module):
-    """``(B, T, D)`` -> average over time -> linear classifier."""
-
-    def __init__(self, in_dim: int, num_classes: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(in_dim)
-        self.fc = nn.Linear(in_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(x.mean(dim=1)))
+def head_kwargs(name: str, max_len: int, d_model: int, d_state: int) -> dict:
+    """The registry arguments of each head of the ``--features video`` run."""
+    return {"mean_pool": {}, "transformer": {"embed_dim": d_model, "max_tokens": max_len},
+            "vis4mer": {"embed_dim": d_model, "depth": 3, "d_state": d_state}}[name]
 
 
-class TransformerHead(nn.Module):
-    """``(B, T, D)`` -> projection, learned positions, class token -> Transformer encoder -> linear."""
-
-    def __init__(self, in_dim: int, num_classes: int, max_len: int, d_model: int = 64, depth: int = 2, heads: int = 4):
-        super().__init__()
-        self.proj = nn.Linear(in_dim, d_model)
-        self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
-        self.pos = nn.Parameter(torch.randn(1, max_len + 1, d_model) * 0.02)
-        layer = nn.TransformerEncoderLayer(d_model, heads, 2 * d_model, dropout=0.0, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(d_model)
-        self.fc = nn.Linear(d_model, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x)
-        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos[:, : x.shape[1] + 1]
-        return self.fc(self.norm(self.encoder(x)[:, 0]))
-
-
-def build_head(name: str, in_dim: int, max_len: int, d_model: int, d_state: int) -> nn.Module:
-    if name == "mean_pool_linear":
-        return MeanPoolLinear(in_dim, NUM_CLASSES)
-    if name == "transformer":
-        return TransformerHead(in_dim, NUM_CLASSES, max_len, d_model=d_model)
-    if name == "vis4mer":
-        return ViS4mer(in_dim, NUM_CLASSES, embed_dim=d_model, depth=3, d_state=d_state)
-    raise ValueError(f"unknown head {name!r}")
+def build_head(name: str, in_dim: int, T: int, args) -> nn.Module:
+    """A head of the time and memory measurement: a benchmark head as trained at ``T``, or the
+    Transformer over every frame (``transformer_frames``)."""
+    if name == "transformer_frames":
+        return create_temporal_head("transformer", in_dim, NUM_CLASSES, embed_dim=args.d_model, max_tokens=T)
+    registry_name, kwargs = head_config(name, T, args)
+    return create_temporal_head(registry_name, in_dim, NUM_CLASSES, **kwargs)
 
 
 # -- step 1: the frame encoder -----------------------------------------------------------------
 
 
-def digit_frames(images: np.ndarray, labels: np.ndarray, count: int, size: int, rng: np.random.Generator):
-    """``count`` frames ``(count, 3, size, size)`` in [0, 1], one random digit at a random place."""
-    chosen = rng.integers(0, len(images), count)
-    frames = np.zeros((count, size, size), np.float32)
-    for frame, image, (y, x) in zip(frames, images[chosen], rng.integers(0, size - DIGIT_SIZE + 1, (count, 2))):
-        frame[y:y + DIGIT_SIZE, x:x + DIGIT_SIZE] = image / 255.0
-    return torch.from_numpy(frames)[:, None].expand(-1, 3, -1, -1), torch.from_numpy(labels[chosen])
-
-
-def train_encoder(size: int, seconds: float, path: Path, seed: int) -> dict:
-    """Train the frame encoder on single digits for ``seconds``; save it to ``path``."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = timm.create_model(ENCODER, pretrained=False, num_classes=NUM_CLASSES)
-    config = timm.data.resolve_data_config(model=model)
-    mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(config["std"]).view(1, 3, 1, 1)
-    train_images, train_labels = mnist_digits("train")
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    start, steps = time.perf_counter(), 0
-    with tqdm(desc="training the frame encoder", total=round(seconds), unit="s") as bar:
-        while (elapsed := time.perf_counter() - start) < seconds:
-            x, y = digit_frames(train_images, train_labels, 128, size, rng)
-            loss = F.cross_entropy(model((x - mean) / std), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            bar.update(round(elapsed) - bar.n)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
-    val_images, val_labels = mnist_digits("val")
-    x, y = digit_frames(val_images, val_labels, 2000, size, rng)
-    with torch.no_grad():
-        accuracy = (model((x - mean) / std).argmax(-1) == y).float().mean().item()
-    save_file(model.state_dict(), str(path))
-    return {"steps": steps, "seconds": seconds, "val_digit_accuracy": accuracy}
+def train_encoder(size: int, images: int, epochs: int, work: Path, seed: int, threads: int) -> tuple[Path, dict]:
+    """Train the frame encoder on single digits through the engine (task=image, an image folder
+    of generated frames); returns its weights file and a summary."""
+    started = time.perf_counter()
+    result = train_frame_encoder(work / "encoder_digits", work / "encoder_run", images=images, epochs=epochs, size=size,
+                                 seed=seed, threads=threads)
+    accuracy = next(row["eval_top1"] for row in reversed(result.history) if "eval_top1" in row) if result.history \
+        else None
+    return result.model_file, {"images": images, "epochs": epochs, "seconds": time.perf_counter() - started,
+                               "steps": result.global_step,
+                               "val_digit_accuracy": None if accuracy is None else accuracy / 100}
 
 
 # -- step 2: clips and features ----------------------------------------------------------------
 
 
-def clip_features(work: Path, T: int, split: str, clips: int, args, checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Write one split of the benchmark at length T (once) and return its features ``(N, T, D)``."""
+def clip_features(work: Path, T: int, split: str, clips: int, args, checkpoint: Path) -> Path:
+    """Write one split of the benchmark at length T and its feature cache (once); the cache's index."""
     data = work / f"T{T}"
     csv = data / f"{split}.csv"
     if not csv.exists():
         make_benchmark(data, clips, T, fps=args.fps, size=args.size, head_seconds=T / (args.segments * args.fps),
                        seed=args.seed + T, split=split)
-    index = extract_features(csv, work / f"features_T{T}_{split}", ENCODER, checkpoint=checkpoint,
-                             size=args.size, batch_size=512)
-    dataset = VideoFeatureDataset(index)
-    features = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    return features, torch.tensor(dataset.labels)
+    return extract_features(csv, work / f"features_T{T}_{split}", ENCODER, checkpoint=checkpoint,
+                            size=args.size, batch_size=512)
 
 
 # -- step 3: training the heads ----------------------------------------------------------------
 
 
-def train_head(model: nn.Module, train: tuple, val: tuple, epochs: int, lr: float, batch: int, seed: int) -> dict:
-    torch.manual_seed(seed)
-    (x_train, y_train), (x_val, y_val) = train, val
-    steps = epochs * math.ceil(len(x_train) / batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    start = time.perf_counter()
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(x_train)).split(batch):
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            schedule.step()
-    seconds = time.perf_counter() - start
+def train_head(name: str, kwargs: dict, train_index: Path, val_index: Path, epochs: int, lr: float, batch: int,
+               seed: int, run_dir: Path, threads: int) -> dict:
+    """Train head ``name`` on the cached features through the engine; accuracies on both splits."""
+    result = train_temporal_head(name, kwargs, train_index, val_index, epochs=epochs, lr=lr, batch_size=batch,
+                                 seed=seed, run_dir=run_dir, threads=threads, progress=False)
+    on_train = evaluate_video_checkpoint(result.model_file, str(train_index), progress=False)
+    on_val = evaluate_video_checkpoint(result.model_file, str(val_index), progress=False)
+    rows = result.history or []
+    return {"val_accuracy": on_val["top1"] / 100, "train_accuracy": on_train["top1"] / 100,
+            "train_seconds": sum(row["seconds"] for row in rows),
+            "final_loss": rows[-1]["train_loss"] if rows else None,
+            "parameters": _parameters(result.model_file)}
 
-    def accuracy(x, y):
-        model.eval()
-        with torch.no_grad():
-            return torch.cat([model(chunk).argmax(-1) for chunk in x.split(64)]).eq(y).float().mean().item()
 
-    return {"val_accuracy": accuracy(x_val, y_val), "train_accuracy": accuracy(x_train, y_train),
-            "train_seconds": seconds, "final_loss": loss.item(),
-            "parameters": sum(p.numel() for p in model.parameters())}
+def _parameters(model_file: Path) -> int:
+    from s4vision.engine.evaluate import load_checkpoint_model
+
+    model, _ = load_checkpoint_model(model_file)
+    return sum(p.numel() for p in model.parameters())
 
 
 # -- step 4: time and memory -------------------------------------------------------------------
@@ -214,17 +175,20 @@ def _reset_peak_rss() -> None:
         f.write("5")
 
 
-def measure(name: str, T: int, in_dim: int, batch: int, d_model: int, d_state: int, repeats: int) -> dict:
-    """Run in a fresh process: peak memory of one training step, then median times."""
+def measure(name: str, T: int, in_dim: int, args) -> dict:
+    """Run in a fresh process: peak memory of a training step (after one warm-up step), then
+    median times. Started with glibc returning every freed block of 64 KiB or more to the OS
+    (``MALLOC_MMAP_THRESHOLD_``), so the resident set follows the live tensors and its peak
+    during the step is the step's own, not the allocator's cache or one-time library set-up."""
     from contextlib import nullcontext
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     torch.manual_seed(0)
-    attention = sdpa_kernel(SDPBackend.MATH) if name == "transformer_math" else nullcontext()
-    model = build_head(name.removesuffix("_math"), in_dim, T, d_model, d_state)
-    x = torch.randn(batch, T, in_dim)
-    y = torch.randint(0, NUM_CLASSES, (batch,))
+    attention = sdpa_kernel(SDPBackend.MATH) if name.endswith("_math") else nullcontext()
+    model = build_head(name.removesuffix("_math"), in_dim, T, args)
+    x = torch.randn(args.batch, T, in_dim)
+    y = torch.randint(0, NUM_CLASSES, (args.batch,))
 
     def train_step():
         model.train()
@@ -237,6 +201,8 @@ def measure(name: str, T: int, in_dim: int, batch: int, d_model: int, d_state: i
             model(x)
 
     with attention:
+        train_step()
+        model.zero_grad(set_to_none=True)
         _reset_peak_rss()
         before = _status_mb("VmRSS")
         train_step()
@@ -245,29 +211,209 @@ def measure(name: str, T: int, in_dim: int, batch: int, d_model: int, d_state: i
         for label, fn in (("train", train_step), ("infer", infer)):
             fn()
             runs = []
-            for _ in range(repeats):
+            for _ in range(args.repeats):
                 start = time.perf_counter()
                 fn()
                 runs.append(time.perf_counter() - start)
             times[label] = sorted(runs)[len(runs) // 2]
     return {"model": name, "T": T, "peak_train_mb": max(peak - before, 0.0),
-            "train_ms_per_clip": 1e3 * times["train"] / batch, "infer_ms_per_clip": 1e3 * times["infer"] / batch}
+            "train_ms_per_clip": 1e3 * times["train"] / args.batch, "infer_ms_per_clip": 1e3 * times["infer"] / args.batch}
 
 
 def measure_in_subprocess(name: str, T: int, args, in_dim: int) -> dict:
+    import os
+
     command = [sys.executable, __file__, "--measure", name, str(T), str(in_dim), "--threads", str(args.threads),
                "--batch", str(args.memory_batch), "--d-model", str(args.d_model), "--d-state", str(args.d_state),
-               "--repeats", str(args.repeats)]
-    result = subprocess.run(command, capture_output=True, text=True)
+               "--repeats", str(args.repeats), "--tokens", str(args.tokens), "--fps", str(args.fps)]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         return {"model": name, "T": T, "error": result.stderr.strip().splitlines()[-1:]}
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# -- the decisive run: light features, frame-rate shift, seeds ----------------------------------
+#
+# ``--features table`` (the default) skips H.264: every frame of the benchmark shows one MNIST
+# digit at one of (size - 27)^2 positions on black, so the frozen encoder's feature of every
+# frame it can show is computed once, for every (digit image, position) pair of a split (a
+# table), and a clip's features are read from the table along :func:`frame_layout` (which digit
+# and where, at each frame's timestamp). They equal the encoder's features of the losslessly
+# rendered frames (no codec). ``--features video`` writes and decodes mp4 files instead.
+
+BENCH_HEADS = ("vis4mer", "mean_pool", "transformer", "transformer_sinusoidal")
+VARIANTS = ("8fps", "4fps", "16fps", "jitter")  # evaluated: train rate, half, double, jittered
+
+
+def head_config(name: str, T: int, args) -> tuple[str, dict]:
+    """Registry name and arguments of a benchmark head for clips of ``T`` frames."""
+    patch = max(1, T // args.tokens)
+    transformer = {"embed_dim": args.d_model, "patch": patch, "num_heads": 4, "depth": 2}
+    return {
+        "vis4mer": ("vis4mer", {"embed_dim": args.d_model, "depth": 3, "d_state": args.d_state, "train_fps": args.fps}),
+        "mean_pool": ("mean_pool", {}),
+        "transformer": ("transformer", {**transformer, "max_tokens": 2 * (T // patch) + 2}),
+        "transformer_sinusoidal": ("transformer", {**transformer, "positions": "sinusoidal", "train_fps": args.fps}),
+    }[name]
+
+
+def feature_table(work: Path, split: str, checkpoint: Path, size: int) -> torch.Tensor:
+    """The encoder's feature of every frame a split can show: ``(images, P, P, D)``, digit image
+    ``i`` with its top-left corner at ``(y, x)``, ``P = size - 27`` (cached in ``work``)."""
+    from s4vision.engine.features import FrameEncoder
+
+    path = work / f"table_{split}.pt"
+    if path.exists():
+        return torch.load(path)
+    encoder = FrameEncoder(ENCODER, checkpoint=checkpoint, size=size, batch_size=500)
+    images, _ = mnist_digits(split)
+    P = size - DIGIT_SIZE + 1
+    table = torch.empty(len(images), P, P, encoder.num_features)
+    frames = np.zeros((len(images), size, size, 3), np.uint8)
+    for y, x in tqdm([(y, x) for y in range(P) for x in range(P)], desc=f"feature table ({split})"):
+        frames[:] = 0
+        frames[:, y:y + DIGIT_SIZE, x:x + DIGIT_SIZE] = images[..., None]
+        table[:, y, x] = encoder(torch.from_numpy(frames))
+    torch.save(table, path)
+    return table
+
+
+def clip_variant_timestamps(plan, variant: str, fps: float, rng: np.random.Generator) -> np.ndarray:
+    from s4vision.data.video_benchmark import clip_timestamps
+
+    rate = {"8fps": 1.0, "4fps": 0.5, "16fps": 2.0, "jitter": 1.0}[variant] * fps
+    return clip_timestamps(plan.seconds, rate, 0.5 if variant == "jitter" else 0.0, rng)
+
+
+def write_table_cache(out: Path, split: str, clips: int, T: int, variant: str, table: torch.Tensor, args) -> Path:
+    """A feature cache (the engine's ``index.json`` format) of one split at length ``T`` seen as
+    ``variant``; clip ``i`` shows the same content in every variant."""
+    from safetensors.torch import save_file
+
+    from s4vision.data.video_benchmark import _segment_bounds, frame_layout, plan_clip
+
+    index_path = out / "index.json"
+    if index_path.exists():
+        return index_path
+    out.mkdir(parents=True, exist_ok=True)
+    _, labels = mnist_digits(split)
+    head_frames = T // args.segments
+    bounds = _segment_bounds(T, head_frames)
+    entries = []
+    for i in tqdm(range(clips), desc=f"features T={T} {split} {variant}", leave=False):
+        plan = plan_clip(np.random.default_rng([args.seed + T, SPLITS.index(split), i]), len(table), bounds, args.size,
+                         args.fps)
+        times = clip_variant_timestamps(plan, variant, args.fps, np.random.default_rng([args.seed + T, i, 1]))
+        segment, corner = frame_layout(plan, times)
+        images = torch.from_numpy(plan.digits[segment])
+        features = table[images, torch.from_numpy(corner[:, 0]), torch.from_numpy(corner[:, 1])]
+        name = f"clip_{i:05d}.safetensors"
+        save_file({"features": features.contiguous(), "frame_indices": torch.arange(len(times)),
+                   "timestamps": torch.from_numpy(times)}, str(out / name))
+        label = (int(labels[plan.digits[0]]) + int(labels[plan.digits[-1]])) % NUM_CLASSES
+        entries.append({"path": f"{split}_{i:05d}", "label": label, "start": None, "end": None, "features": name,
+                        "shape": list(features.shape), "fps": round((len(times) - 1) / float(times[-1] - times[0]), 6)})
+    settings = {"model": ENCODER, "weights": "checkpoint", "source": "feature table (see bench_video_long.py)",
+                "variant": variant, "size": args.size, "tokens": False}
+    atomic_write_json(index_path, {"settings": settings, "classes": [str(c) for c in range(NUM_CLASSES)],
+                                   "videos": entries, "failed": []})
+    return index_path
+
+
+def run_study(work: Path, checkpoint: Path, args, results: dict) -> None:
+    """Train every head at every T for every seed on the table features (through the engine) and
+    evaluate each at every frame-rate variant; one JSON per run in ``work`` (resumable)."""
+    tables = {split: feature_table(work, split, checkpoint, args.size) for split in SPLITS}
+    mean, std = tables["train"].mean((0, 1, 2)), tables["train"].std((0, 1, 2)) + 1e-6
+    tables = {split: (t - mean) / std for split, t in tables.items()}
+    for T in args.lengths:
+        train_index = write_table_cache(work / f"T{T}" / "train_8fps", "train", args.train_clips, T, "8fps",
+                                        tables["train"], args)
+        val_indices = {v: write_table_cache(work / f"T{T}" / f"val_{v}", "val", args.val_clips, T, v, tables["val"], args)
+                       for v in VARIANTS}
+        for seed in args.seeds:
+            for name in args.heads:
+                record = work / f"result_T{T}_{name}_seed{seed}.json"
+                if record.exists():
+                    row = json.loads(record.read_text())
+                else:
+                    registry_name, kwargs = head_config(name, T, args)
+                    run_dir = work / f"run_T{T}_{name}_seed{seed}"
+                    lr = args.head_lr.get(name, 3e-3)
+                    row = {"model": name, "T": T, "seed": seed, "lr": lr, "kwargs": kwargs}
+                    row.update(train_head(registry_name, kwargs, train_index, val_indices["8fps"], args.epochs, lr,
+                                          args.batch, seed, run_dir, args.threads))
+                    row["train_ms_per_clip"] = 1e3 * row["train_seconds"] / (args.epochs * args.train_clips)
+                    row["variants"] = evaluate_on_caches(run_dir / "model.safetensors", val_indices)
+                    atomic_write_json(record, row)
+                results["accuracy"].append(row)
+                shown = " ".join(f"{v} {a:.3f}" for v, a in row["variants"].items())
+                print(f"T={T:5d} seed {seed} {name:22s} {shown} (train {row['train_accuracy']:.3f}, "
+                      f"{row['train_ms_per_clip']:.1f} ms/clip)", flush=True)
+
+
+def study_table(results: dict, args) -> str:
+    """Mean +- std over seeds of every variant's accuracy, training time per clip and peak memory."""
+    peak = {(r["model"], r["T"]): r.get("peak_train_mb") for r in results["efficiency"] if "error" not in r}
+    lines = [f"{'T':>5} {'head':>22} " + " ".join(f"{v:>13}" for v in VARIANTS) + f" {'ms/clip':>9} {'peak MiB':>9}"]
+    for T in args.lengths:
+        for name in args.heads:
+            rows = [r for r in results["accuracy"] if r["T"] == T and r["model"] == name]
+            if not rows:
+                continue
+            cells = []
+            for v in VARIANTS:
+                a = np.array([100 * r["variants"][v] for r in rows])
+                cells.append(f"{a.mean():6.1f} +- {a.std():4.1f}")
+            ms = np.mean([r["train_ms_per_clip"] for r in rows])
+            mem = peak.get((name, T))
+            lines.append(f"{T:>5} {name:>22} " + " ".join(f"{c:>13}" for c in cells) + f" {ms:>9.1f} "
+                         + (f"{mem:>9.1f}" if mem is not None else f"{'-':>9}"))
+    return "\n".join(lines)
+
+
+def plot_study(results: dict, args, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(VARIANTS) + 2, figsize=(4 * (len(VARIANTS) + 2), 3.8))
+    for color, name in enumerate(args.heads):
+        style = dict(marker="o", label=name, color=f"C{color}", capsize=3)
+        for ax, v in zip(axes, VARIANTS):
+            points = []
+            for T in args.lengths:
+                a = [100 * r["variants"][v] for r in results["accuracy"] if r["T"] == T and r["model"] == name]
+                if a:
+                    points.append((T, np.mean(a), np.std(a)))
+            if points:
+                Ts, means, stds = zip(*points)
+                ax.errorbar(Ts, means, yerr=stds, **style)
+            ax.set_title(f"accuracy (%), evaluated at {v}" if v != "jitter" else "accuracy (%), jittered timestamps")
+        eff = [r for r in results["efficiency"] if r["model"] == name and "error" not in r]
+        if eff:
+            axes[-2].plot([r["T"] for r in eff], [r["peak_train_mb"] for r in eff], marker="o", color=f"C{color}")
+            axes[-1].plot([r["T"] for r in eff], [r["train_ms_per_clip"] for r in eff], marker="o", color=f"C{color}")
+    axes[-2].set_title("peak training memory (MiB)")
+    axes[-1].set_title("training step, ms per clip")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("frames per clip T (at 8 fps)")
+    for ax in axes[:len(VARIANTS)]:
+        ax.axhline(100 / NUM_CLASSES, color="gray", linestyle=":")
+    axes[-2].set_yscale("log")
+    axes[-1].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
-def plot(results: dict, path: str) -> None:
+def plot(results: dict, args, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,7 +422,7 @@ def plot(results: dict, path: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for color, name in enumerate(EFFICIENCY_MODELS):
         style = dict(marker="o", label=name, color=f"C{color}")
-        acc = [(r["T"], r["val_accuracy"]) for r in results["accuracy"] if r["model"] == name]
+        acc = [(r["T"], r["val_accuracy"]) for r in results["accuracy"] if r["model"] == name and "variants" not in r]
         if acc:
             axes[0].plot(*zip(*acc), **style)
         eff = [r for r in results["efficiency"] if r["model"] == name and "error" not in r]
@@ -298,22 +444,35 @@ def plot(results: dict, path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--train-clips", type=int, default=400)
-    parser.add_argument("--val-clips", type=int, default=100)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--train-clips", type=int, default=2000)
+    parser.add_argument("--val-clips", type=int, default=500)
+    parser.add_argument("--features", choices=("table", "video"), default="table",
+                        help="table: encoder features of every (digit, position) computed once and read along each "
+                             "clip's layout at any frame rate (the decisive run); video: mp4 files and extract-features")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--heads", nargs="+", default=list(BENCH_HEADS), choices=BENCH_HEADS)
+    parser.add_argument("--tokens", type=int, default=256,
+                        help="Transformer heads average T // tokens frames per token (at most this many tokens)")
+    parser.add_argument("--head-lr", type=json.loads, default={"transformer": 1e-3, "transformer_sinusoidal": 1e-3},
+                        help="peak learning rate per head (JSON; others 3e-3)")
     parser.add_argument("--size", type=int, default=32, help="frame size in pixels")
     parser.add_argument("--fps", type=float, default=8)
     parser.add_argument("--segments", type=int, default=4,
                         help="digits per clip: first, segments - 2 distractors, last")
-    parser.add_argument("--encoder-seconds", type=float, default=60)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--encoder-images", type=int, default=16000,
+                        help="generated digit frames the frame encoder is trained on")
+    parser.add_argument("--encoder-epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--lr", type=float, nargs=3, default=[3e-3, 1e-3, 3e-3], metavar=("MEAN", "TRANSFORMER", "VIS4MER"),
                         help="peak learning rate of each head (each the better of 1e-3 and 3e-3 in a pilot)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--d-state", type=int, default=32)
-    parser.add_argument("--memory-lengths", type=int, nargs="+", default=[64, 256, 1024, 2048, 4096])
+    parser.add_argument("--memory-lengths", type=int, nargs="+", default=[256, 1024, 2048, 4096])
     parser.add_argument("--memory-batch", type=int, default=4)
+    parser.add_argument("--max-math-length", type=int, default=2048,
+                        help="longest T at which to measure the Transformer with plain (T x T) attention")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 avoids thread oversubscription on a shared 2-core machine)")
@@ -329,7 +488,7 @@ def main() -> None:
 
     if args.measure:
         name, T, in_dim = args.measure[0], int(args.measure[1]), int(args.measure[2])
-        print(json.dumps(measure(name, T, in_dim, args.batch, args.d_model, args.d_state, args.repeats)))
+        print(json.dumps(measure(name, T, in_dim, args)))
         return
 
     results = {
@@ -342,25 +501,27 @@ def main() -> None:
         work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="bench_video_long_"))
         work.mkdir(parents=True, exist_ok=True)
         try:
-            checkpoint = work / "encoder.safetensors"
             encoder_file = work / "encoder.json"
+            checkpoint = work / "encoder_run" / "model.safetensors"
             if checkpoint.exists() and encoder_file.exists():
                 results["encoder"] = json.loads(encoder_file.read_text())
             else:
-                results["encoder"] = train_encoder(args.size, args.encoder_seconds, checkpoint, args.seed)
+                checkpoint, results["encoder"] = train_encoder(args.size, args.encoder_images, args.encoder_epochs,
+                                                               work, args.seed, args.threads)
                 encoder_file.write_text(json.dumps(results["encoder"]))
             print(f"frame encoder {ENCODER}: digit accuracy {results['encoder']['val_digit_accuracy']:.3f}")
-            for T in args.lengths:
+            if args.features == "table":
+                run_study(work, checkpoint, args, results)
+            for T in args.lengths if args.features == "video" else []:
                 phase = time.perf_counter()
-                train = clip_features(work, T, "train", args.train_clips, args, checkpoint)
-                val = clip_features(work, T, "val", args.val_clips, args, checkpoint)
-                mean, std = train[0].mean((0, 1)), train[0].std((0, 1)) + 1e-6
-                train, val = ((train[0] - mean) / std, train[1]), ((val[0] - mean) / std, val[1])
+                train_index = clip_features(work, T, "train", args.train_clips, args, checkpoint)
+                val_index = clip_features(work, T, "val", args.val_clips, args, checkpoint)
                 data_seconds = time.perf_counter() - phase
                 for name, lr in zip(HEADS, args.lr):
-                    model = build_head(name, in_dim, T, args.d_model, args.d_state)
                     row = {"model": name, "T": T, "data_seconds": data_seconds, "lr": lr}
-                    row.update(train_head(model, train, val, args.epochs, lr, args.batch, args.seed))
+                    row.update(train_head(name, head_kwargs(name, T, args.d_model, args.d_state), train_index,
+                                          val_index, args.epochs, lr, args.batch, args.seed,
+                                          work / f"run_T{T}_{name}_seed{args.seed}", args.threads))
                     results["accuracy"].append(row)
                     print(f"T={T:5d} {name:17s} val acc {row['val_accuracy']:.3f} "
                           f"(train {row['train_accuracy']:.3f}, {row['train_seconds']:.0f} s)", flush=True)
@@ -370,10 +531,16 @@ def main() -> None:
 
     for T in tqdm(args.memory_lengths, desc="time and memory"):
         for name in EFFICIENCY_MODELS:
+            if name.endswith("_math") and T > args.max_math_length:
+                continue  # plain attention's T x T matrices: 4.3 GiB at T = 4096, more than a shared machine spares
             results["efficiency"].append(measure_in_subprocess(name, T, args, in_dim))
     results["total_seconds"] = time.perf_counter() - started
 
-    if results["accuracy"]:
+    if results["accuracy"] and args.features == "table":
+        print(f"\naccuracy (%) over seeds {args.seeds}, mean +- std; trained at {args.fps:g} fps on {args.train_clips} "
+              f"clips, {args.val_clips} validation clips per variant; chance 10%")
+        print(study_table(results, args))
+    elif results["accuracy"]:
         print(f"\nvalidation accuracy ({args.train_clips} training clips, chance = 0.100)")
         print(f"{'T':>6} " + " ".join(f"{name:>17}" for name in HEADS))
         for T in args.lengths:
@@ -391,7 +558,7 @@ def main() -> None:
 
     Path(args.out).write_text(json.dumps(results, indent=1))
     if args.plot:
-        plot(results, args.plot)
+        (plot_study if args.features == "table" and not args.skip_accuracy else plot)(results, args, args.plot)
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
 
 

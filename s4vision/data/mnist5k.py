@@ -5,6 +5,17 @@
 class of a labelled set. The ``mnist5k`` and ``digits`` image datasets
 (:mod:`s4vision.data.images`) and the long-range video benchmark
 (:mod:`s4vision.data.video_benchmark`) take their data and splits from here.
+
+The ``mnist5k`` image dataset has three fixed, class-stratified, disjoint splits
+(:func:`mnist5k_split`):
+
+- ``test``: 1,000 digits (100 per class) drawn with seed 0. Used only for final figures.
+- ``val``: 500 digits (50 per class) drawn with seed 1 from the 4,000 others. Used for every
+  choice made while developing (hyperparameters, budgets, early stopping).
+- ``train``: the remaining 3,500 digits (350 per class).
+
+The draws use numpy's ``default_rng`` (PCG64), whose streams do not depend on the machine; the
+test split is the 1,000 held-out digits of the earlier two-way split, unchanged.
 """
 from __future__ import annotations
 
@@ -12,11 +23,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from .._checks import check_positive_int
+from .._checks import check_choice, check_positive_int
 
-__all__ = ["DIGIT_SIZE", "load_mnist5k", "split_per_class"]
+__all__ = ["DIGIT_SIZE", "MNIST5K_SPLITS", "load_mnist5k", "split_per_class", "mnist5k_split"]
 
 DIGIT_SIZE = 28
+# split -> digits per class (500 per class in all); the seeds fix which ones (module doc).
+MNIST5K_SPLITS = {"train": 350, "val": 50, "test": 100}
+_TEST_SEED, _VAL_SEED = 0, 1
 
 
 @lru_cache(maxsize=1)
@@ -59,3 +73,18 @@ def split_per_class(labels: np.ndarray, held_out_per_class: int, *,
             held_out.append(members[:held_out_per_class])
             train.append(members[held_out_per_class:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held_out))
+
+
+def mnist5k_split(split: str) -> np.ndarray:
+    """Sorted indices into :func:`load_mnist5k`'s arrays of ``split`` (``train``, ``val``, ``test``).
+
+    ``test`` is held out first (100 per class, seed 0), ``val`` is then drawn from the rest
+    (50 per class, seed 1); ``train`` is what remains. See the module doc.
+    """
+    check_choice("split", split, MNIST5K_SPLITS)
+    _, labels = load_mnist5k()
+    rest, test = split_per_class(labels, MNIST5K_SPLITS["test"], seed=_TEST_SEED)
+    if split == "test":
+        return test
+    train, val = split_per_class(labels[rest], MNIST5K_SPLITS["val"], seed=_VAL_SEED)
+    return rest[val] if split == "val" else rest[train]

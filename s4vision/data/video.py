@@ -12,12 +12,16 @@
 * ``"decord"``: used only when asked for. decord is unmaintained, leaks memory
   on large videos and, in 0.6.0, mis-decodes some frame widths (e.g. 48 px);
   the reader reads in bounded chunks, checks every returned shape and turns
-  decord's failures into :class:`VideoDecodeError`.
+  decord's failures into :class:`VideoDecodeError`. Whether decord notices a
+  truncated file depends on where its reads stop, so the file's packets are
+  first counted by demuxing it with PyAV (no decoding) when PyAV is installed:
+  a file holding fewer frames than its header declares is refused up front.
 * ``"torchcodec"``: used when asked for and importable (it needs FFmpeg's
   shared libraries installed on the system).
 
 Every failure to decode raises :class:`VideoDecodeError` naming the file and
-the backend; a missing file raises :class:`FileNotFoundError`.
+the backend; a missing file raises :class:`FileNotFoundError`, a directory or
+another non-file ``ValueError``. Paths may be ``str``, ``bytes`` or path objects.
 """
 from __future__ import annotations
 
@@ -131,6 +135,11 @@ class _Backend(ABC):
     @abstractmethod
     def read(self, indices: np.ndarray) -> np.ndarray: ...
 
+    def times(self, indices: np.ndarray) -> np.ndarray:
+        """Presentation times (seconds after the first frame) of frames ``indices``; backends
+        without a timestamp index assume a constant frame rate."""
+        return indices / self.fps
+
     @abstractmethod
     def close(self) -> None: ...
 
@@ -185,16 +194,19 @@ class _PyAVBackend(_Backend):
                 keyframe_pts.append(stamp)
         if not pts:
             raise VideoDecodeError(self.path, self.name, "the video stream holds no frames")
-        if len(pts) < self._stream.frames:
-            raise VideoDecodeError(
-                self.path, self.name,
-                f"the header declares {self._stream.frames} frames but only {len(pts)} are present (truncated file?)",
-            )
+        _check_complete(self.path, self.name, self._stream.frames, len(pts))
         self._pts = sorted(set(pts))
         self.num_frames = len(self._pts)
         self._index_of_pts = {p: i for i, p in enumerate(self._pts)}
         self._keyframes = sorted(self._index_of_pts[p] for p in set(keyframe_pts)) or [0]
         self._container.seek(0)  # rewind after demuxing to the end
+
+    def times(self, indices: np.ndarray) -> np.ndarray:
+        pts = np.asarray(self._pts, dtype=np.int64)[indices] - self._pts[0]
+        base = self._stream.time_base
+        if base is None:
+            return super().times(indices)
+        return pts * float(base)
 
     def _preceding_keyframe(self, index: int) -> int:
         k = bisect.bisect_right(self._keyframes, index) - 1
@@ -244,6 +256,38 @@ class _PyAVBackend(_Backend):
         self._container.close()
 
 
+def _check_complete(path: str, backend: str, declared: int, present: int) -> None:
+    if present < declared:
+        raise VideoDecodeError(
+            path, backend, f"the header declares {declared} frames but only {present} are present (truncated file?)"
+        )
+
+
+def _demuxed_frames(path: str) -> tuple[int, int] | None:
+    """``(frames the header declares, packets actually present)`` of the first video stream,
+    by demuxing with PyAV (no decoding); ``None`` when PyAV is not installed or cannot open
+    the file (the decoding backend then reports what is wrong)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        container = av.open(path)
+    except av.FFmpegError:
+        return None
+    with container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        present = 0
+        try:
+            for packet in container.demux(stream):
+                present += packet.size > 0
+        except av.FFmpegError:
+            pass  # demuxing stopped at damaged data: what was counted is all there is
+        return stream.frames, present
+
+
 def _decord_reason(error: Exception) -> str:
     """decord's message without its log prefix ("[12:00:00] /src/file.cc:171: ")."""
     lines = str(error).strip().splitlines() or [type(error).__name__]
@@ -259,6 +303,9 @@ class _DecordBackend(_Backend):
 
         self._decord = decord
         self.path = path
+        counts = _demuxed_frames(path)  # decord's own detection of truncation is unreliable
+        if counts is not None:
+            _check_complete(path, self.name, *counts)
         try:
             reader = decord.VideoReader(path, num_threads=1)
             self.num_frames = len(reader)
@@ -359,16 +406,25 @@ class VideoReader:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is a directory or another non-file.
+        TypeError: ``path`` is not a ``str``, ``bytes`` or path object.
         VideoDecodeError: the file cannot be opened or decoded.
         ImportError: the requested backend is not installed.
     """
 
-    def __init__(self, path: PathLike, backend: str = "auto", size: SizeArg = None):
+    def __init__(self, path: PathLike | bytes, backend: str = "auto", size: SizeArg = None):
         check_choice("backend", backend, ("auto", *BACKENDS))
         self.size = check_size(size)
-        self.path = str(path)
-        if not os.path.isfile(self.path):
+        try:
+            self.path = os.fsdecode(path)
+        except TypeError:
+            raise InvalidTypeError(f"path must be a str, bytes or path object, got {type(path).__name__}") from None
+        if os.path.isdir(self.path):
+            raise InvalidValueError(f"{self.path!r} is a directory, not a video file")
+        if not os.path.exists(self.path):
             raise MissingFileError(f"no such video file: {self.path!r}")
+        if not os.path.isfile(self.path):
+            raise InvalidValueError(f"{self.path!r} is not a regular file")
         self.backend = "pyav" if backend == "auto" else backend
         if importlib.util.find_spec(_BACKEND_MODULES[self.backend]) is None:
             raise ImportError(
@@ -401,6 +457,14 @@ class VideoReader:
         """``(height, width)`` of the frames :meth:`get_frames` returns."""
         impl = self._open_impl()
         return impl.height, impl.width
+
+    def timestamps(self, indices: Sequence[int] | torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+        """Presentation times in seconds (float64, the first frame at 0) of the frames at
+        ``indices`` (all frames when ``None``), from the decoder's timestamps (PyAV) or
+        ``index / fps`` (other backends). Variable-frame-rate files get their real times."""
+        impl = self._open_impl()
+        wanted = np.arange(impl.num_frames) if indices is None else _check_indices(indices, impl.num_frames, self.path)
+        return torch.from_numpy(np.asarray(impl.times(wanted), dtype=np.float64))
 
     def get_frames(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> torch.Tensor:
         """Frames at ``indices`` (any order, repeats allowed) as ``uint8`` ``(T, H, W, 3)``.

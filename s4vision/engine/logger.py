@@ -13,7 +13,7 @@ __all__ = ["MetricLogger"]
 
 
 class MetricLogger:
-    """Appends one row per epoch to ``<dir>/log.csv``; mirrors scalars to TensorBoard if available.
+    """One row per epoch in ``<dir>/log.csv`` (rewritten atomically); scalars mirrored to TensorBoard if available.
 
     ``truncate_from(epoch)`` drops rows of ``epoch`` and later: a resumed run rewrites the
     epochs it replays instead of duplicating them.
@@ -33,27 +33,37 @@ class MetricLogger:
             if SummaryWriter is not None:
                 self._tb = SummaryWriter(str(self.path.parent / "tensorboard"))
 
-    def truncate_from(self, epoch: int) -> None:
+    def _rows(self) -> list[dict[str, str]]:
+        """The rows on disk; a row torn by an older writer or by hand (a missing field, an
+        epoch that is not a number) is dropped."""
         if not self.path.is_file():
-            return
+            return []
         with open(self.path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < epoch]
+            return [r for r in csv.DictReader(f)
+                    if None not in r and None not in r.values() and str(r.get("epoch", "")).isdigit()]
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
         table = io.StringIO()
         writer = csv.DictWriter(table, fieldnames=self.FIELDS)
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.path, table.getvalue())
 
+    def truncate_from(self, epoch: int) -> None:
+        if self.path.is_file():
+            self._write([r for r in self._rows() if int(r["epoch"]) < epoch])
+
+    def last_row(self) -> dict[str, Any] | None:
+        """The last row logged, values as numbers (empty fields left out), or ``None``."""
+        rows = self._rows()
+        return {k: float(v) for k, v in rows[-1].items() if v not in ("", None)} if rows else None
+
     def log(self, row: dict[str, Any]) -> None:
+        """Append ``row``. The file is rewritten atomically, so a kill never leaves a torn row."""
         unknown = set(row) - set(self.FIELDS)
         if unknown:
             raise InvalidValueError(f"unknown log fields {sorted(unknown)}; valid: {', '.join(self.FIELDS)}")
-        new = not self.path.is_file()
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        self._write([*self._rows(), {k: _fmt(v) for k, v in row.items()}])
         if self._tb is not None:
             for key, value in row.items():
                 if key not in ("epoch", "step") and isinstance(value, (int, float)):

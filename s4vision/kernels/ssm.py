@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
+from .._amp import autocast_off
 from .._checks import check_choice, check_optional, check_positive_int, check_positive_number
 from ..sampling import check_rate
 from .cache import EvalKernelCache
@@ -51,6 +54,9 @@ __all__ = [
 DISCRETIZATIONS = ("zoh", "bilinear")
 # Largest number of complex elements materialised at once by the Vandermonde / Cauchy sums.
 _CHUNK_ELEMENTS = 1 << 22
+# Vandermonde products of at most this many taps materialise every power (few, large operations
+# and a hand-written backward: what vision-sized kernels want); longer ones use the sqrt(L) split.
+_DIRECT_MAX_TAPS = 256
 
 
 @dataclass
@@ -85,12 +91,13 @@ def krylov(dA: torch.Tensor, v: torch.Tensor, L: int) -> torch.Tensor:
     """
     if dA.ndim == 2:
         steps = torch.arange(L, device=v.device, dtype=v.real.dtype)
-        return v[..., None] * torch.exp(torch.log(dA)[..., None] * steps)
+        return v[..., None] * _exp(_log(dA)[..., None] * steps)
     out = v[..., None]
     power = dA
     while out.shape[-1] < L:
         out = torch.cat([out, torch.einsum("hmn,...hnl->...hml", power, out)], dim=-1)
-        power = power @ power
+        if out.shape[-1] < L:
+            power = power @ power
     return out[..., :L]
 
 
@@ -131,6 +138,37 @@ def _as_real(z: torch.Tensor) -> torch.Tensor:
 
 def _complex(p: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(p.contiguous())
+
+
+# torch's complex exp / expm1 / log run elementwise without SIMD on CPU, ~25x slower than the
+# real exp, cos and sin they are made of; kernel generation uses these instead.
+
+
+def _exp(z: torch.Tensor) -> torch.Tensor:
+    """``exp(z)`` of a complex tensor through real ``exp``, ``cos``, ``sin``."""
+    magnitude = torch.exp(z.real)
+    return torch.complex(magnitude * torch.cos(z.imag), magnitude * torch.sin(z.imag))
+
+
+def _expm1(z: torch.Tensor) -> torch.Tensor:
+    """``exp(z) - 1`` of a complex tensor, accurate for small ``|z|``:
+    ``Re = expm1(x) cos y - 2 sin^2(y / 2)``, ``Im = e^x sin y``."""
+    x, y = z.real, z.imag
+    half = torch.sin(y / 2)
+    return torch.complex(torch.expm1(x) * torch.cos(y) - 2 * half * half, torch.exp(x) * torch.sin(y))
+
+
+def _log(z: torch.Tensor) -> torch.Tensor:
+    """Principal ``log(z)`` of a complex tensor through real ``log`` and ``atan2``."""
+    return torch.complex(0.5 * torch.log(z.real.square() + z.imag.square()), torch.atan2(z.imag, z.real))
+
+
+def _powers(log_z: torch.Tensor, exponents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of ``exp(log_z * e)`` for each exponent: two ``(..., len(e))``."""
+    real = log_z.real[..., None] * exponents
+    phase = log_z.imag[..., None] * exponents
+    magnitude = torch.exp(real)
+    return magnitude * torch.cos(phase), magnitude * torch.sin(phase)
 
 
 class SSMKernelBase(nn.Module):
@@ -251,7 +289,7 @@ class SSMKernelBase(nn.Module):
         """Causal kernel ``(channels, H, L)`` sampled with step ``dt * rate``."""
         check_positive_int("kernel length L", L)
         rate = check_rate(rate)
-        with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
+        with autocast_off(self.log_dt.device):
             return self._cache(self, ("kernel", L, rate), lambda: self._kernel(L, rate, rate))
 
     def centred(self, L: int, rate: float = 1.0, bidirectional: bool = True) -> torch.Tensor:
@@ -259,27 +297,31 @@ class SSMKernelBase(nn.Module):
 
         The generator's channels are the causal halves: with ``bidirectional`` the first half
         acts forwards and the second backwards (``channels' = channels / 2``); otherwise every
-        channel is a forward half and the backward one is zero. The halves are sampled at half
-        the step and paired into cells (:func:`centred_kernel` with ``half_step=True``), so the
-        kernel of one layer agrees with itself across resolutions.
+        channel is a forward half and the backward one is zero. Tap ``m`` of a half integrates
+        the continuous kernel over the cell ``[(m - 1/2) h, (m + 1/2) h]`` between samples, and
+        the origin cell is split between the halves (:func:`centred_kernel` with
+        ``half_step=True`` on taps at half the step, computed here directly at the output
+        step), so the kernel of one layer agrees with itself across resolutions.
         """
         check_positive_int("kernel length L", L)
         rate = check_rate(rate)
-        if bidirectional and self.channels % 2:
-            raise InvalidValueError(f"a bidirectional kernel needs an even number of channels, got {self.channels}")
+        with autocast_off(self.log_dt.device):
+            return self._cache(
+                self, ("centred", L, rate, bidirectional), lambda: centred_kernels([self], [L], [rate], bidirectional)[0]
+            )
 
-        def compute() -> torch.Tensor:
-            k = self._kernel(2 * L, rate / 2, rate)
-            fwd, bwd = k.chunk(2) if bidirectional else (k, torch.zeros_like(k))
-            return centred_kernel(fwd, bwd, half_step=True)
-
-        with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
-            return self._cache(self, ("centred", L, rate, bidirectional), compute)
+    def _cells(self, L: int, rate: float) -> torch.Tensor:
+        """One-sided cell kernels ``(channels, H, L)`` at step ``dt * rate`` (band-limited for
+        that grid): tap 0 integrates the continuous kernel over the half cell ``[0, h / 2]``,
+        tap ``m >= 1`` over ``[(m - 1/2) h, (m + 1/2) h]``. This generic form pairs the taps of
+        a kernel at half the step; subclasses compute the cells directly."""
+        k = self._kernel(2 * L, rate / 2, rate)
+        return torch.cat([k[..., :1], k[..., 1:2 * L - 1].unflatten(-1, (L - 1, 2)).sum(-1)], dim=-1)
 
     def discrete(self, rate: float = 1.0) -> DiscreteSSM:
         """The discretised system at ``rate`` (see :class:`DiscreteSSM`)."""
         rate = check_rate(rate)
-        with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
+        with autocast_off(self.log_dt.device):
             return self._cache(self, ("discrete", rate), lambda: self._discrete(rate, rate))
 
     def _kernel(self, L: int, rate: float, band_rate: float) -> torch.Tensor:
@@ -315,39 +357,282 @@ class S4DKernel(SSMKernelBase):
         dtA = dt[:, None] * A
         if self.disc == "zoh":
             log_dA = dtA
-            dB = B * torch.expm1(dtA) / A
+            dB = B * _expm1(dtA) / A
         else:
-            log_dA = torch.log1p(dtA / 2) - torch.log1p(-dtA / 2)
-            dB = B * dt[:, None] / (1 - dtA / 2)
+            half = dtA / 2
+            log_dA = _log((1 + half) / (1 - half))
+            dB = B * dt[:, None] / (1 - half)
         return dt, log_dA, dB
 
     def _discrete(self, rate: float, band_rate: float) -> DiscreteSSM:
         dt, log_dA, dB = self._log_dA_dB(rate)
-        return DiscreteSSM(torch.exp(log_dA), dB, self.output_matrix(band_rate))
+        return DiscreteSSM(_exp(log_dA), dB, self.output_matrix(band_rate))
 
     def _kernel(self, L: int, rate: float, band_rate: float) -> torch.Tensor:
         dt, log_dA, dB = self._log_dA_dB(rate)
         CB = self.output_matrix(band_rate) * dB  # (C, H, M)
-        return vandermonde_kernel(CB, log_dA, L)
+        return vandermonde_kernel(*_drop_masked_modes(self.mode_mask(band_rate), CB, log_dA), L)
+
+    def _cell_terms(self, rate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The cells of :meth:`_cells` as a Vandermonde product: ``(origin (C, H), W (C, H, M),
+        log_z (H, M), mask)`` with ``cells[0] = origin``, ``cells[m] = 2 Re sum W z^(m - 1)``,
+        and ``mask`` the band limit's :meth:`mode_mask` (``None`` without one).
+
+        With ``dA, dB`` at half the step, cell ``m`` is the sum of the half-step taps
+        ``2m - 1`` and ``2m``: ``2 Re C dB dA^(2m - 1) (1 + dA)``, so ``z = dA^2`` and
+        ``W = C dB dA (1 + dA)``; the origin half cell is tap 0, ``2 Re C dB``.
+        """
+        _, log_dA, dB = self._log_dA_dB(rate / 2)
+        CB = self.output_matrix(rate) * dB
+        dA = _exp(log_dA)
+        return 2 * CB.real.sum(-1), CB * (dA * (1 + dA)), 2 * log_dA, self.mode_mask(rate)
+
+    def _cells(self, L: int, rate: float) -> torch.Tensor:
+        return centred_kernels([self], [L], [rate], bidirectional=None)[0]
+
+
+def _drop_masked_modes(mask: torch.Tensor | None, W: torch.Tensor, log_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W (C, H, M)`` and ``log_z (H, M)`` without the modes that ``mask (H, M)`` removes for every
+    ``H``. Exact, gradients included: a masked mode's ``W`` is ``C * 0 * ...``, so neither it nor
+    its parameters' gradients contribute. Mode masks change with the parameters, so this runs
+    only in eager mode on the CPU (on a GPU the indexing would synchronise)."""
+    if mask is None or W.device.type != "cpu" or torch.compiler.is_compiling():
+        return W, log_z
+    keep = mask.detach().any(0)
+    if bool(keep.all()):
+        return W, log_z
+    index = keep.nonzero()[:, 0]
+    return W.index_select(-1, index), log_z.index_select(-1, index)
+
+
+def _zoh_cells(generators: Sequence["S4DKernel"], L: int, rates: Sequence[float]) -> torch.Tensor:
+    """One-sided ZOH cells ``(c, sum H_i, L)`` of S4D generators (one :class:`_ZOHCells` node)."""
+    first = generators[0]
+    dtype, device = first._compute_dtype(), first.log_dt.device
+    scale = torch.cat([torch.full((g.d_model,), r / 2, dtype=dtype, device=device) for g, r in zip(generators, rates)])
+    mask, index = None, None
+    if first.bandlimit is not None:
+        with torch.no_grad():
+            mask = torch.cat([g.mode_mask(r) for g, r in zip(generators, rates)])
+        if device.type == "cpu" and not torch.compiler.is_compiling():
+            keep = mask.any(0)
+            index = None if bool(keep.all()) else keep.nonzero()[:, 0]
+    params = [g._real(p) for g in generators for p in (g.log_dt, g.log_A_real, g.A_imag, g.B, g.C)]
+    return _ZOHCells.apply(scale, mask, index, L, *params)
+
+
+def _assemble_cells(origin: torch.Tensor, W: torch.Tensor, log_z: torch.Tensor, L: int) -> torch.Tensor:
+    """``(C, H, L)``: ``origin`` then ``L - 1`` Vandermonde taps of ``(W, log_z)``."""
+    if L == 1:
+        return origin[..., None]
+    return torch.cat([origin[..., None], vandermonde_kernel(W, log_z, L - 1)], dim=-1)
+
+
+def _centre(cells: torch.Tensor, bidirectional: bool | None) -> torch.Tensor:
+    """Centred ``(channels', H, 2L - 1)`` from one-sided cells ``(channels, H, L)``: the first half of
+    the channels forwards and the second backwards, or all forwards (zero backwards); ``None``
+    returns the cells unchanged."""
+    if bidirectional is None:
+        return cells
+    if bidirectional:
+        fwd, bwd = cells.chunk(2)
+        return centred_kernel(fwd, bwd)
+    return torch.nn.functional.pad(cells, (cells.shape[-1] - 1, 0))
+
+
+def centred_kernels(
+    generators: Sequence["SSMKernelBase"], lengths: Sequence[int], rates: Sequence[float], bidirectional: bool = True
+) -> list[torch.Tensor]:
+    """:meth:`SSMKernelBase.centred` of several generators (e.g. one per axis of an S4ND layer) at
+    once: ``[(channels', H_i, 2 L_i - 1)]``, uncached, in fp32 (fp64 for double generators).
+    ``bidirectional=None`` returns the one-sided cells ``(channels, H_i, L_i)`` instead.
+
+    Generators of one configuration (kind, channels, modes, dtype, discretisation, band limit:
+    the axes of one layer) are computed together, their SSMs stacked along ``H`` and the longest
+    length used for all: diagonal (S4D) ones as one Vandermonde product (ZOH: one
+    :class:`_ZOHCells` node from the raw parameters; the modes every band limit removes left
+    out), dense (DPLR) ones as one exponential and one Krylov product. One set of small
+    operations instead of one per axis: most of a training step's kernel cost at vision sizes.
+    """
+    if bidirectional and any(g.channels % 2 for g in generators):
+        raise InvalidValueError(
+            f"a bidirectional kernel needs an even number of channels, got {[g.channels for g in generators]}"
+        )
+    same = len({(type(g), g.channels, g.modes, g._compute_dtype(), g.disc, g.bandlimit, getattr(g, "method", None))
+                for g in generators}) == 1
+    fusable = same and isinstance(generators[0], S4DKernel)
+    with autocast_off(generators[0].log_dt.device):
+        if fusable and generators[0].disc == "zoh":
+            cells = _zoh_cells(generators, max(lengths), rates).split([g.d_model for g in generators], dim=1)
+            cells = [c[..., :L] for c, L in zip(cells, lengths)]
+        elif same and isinstance(generators[0], S4Kernel) and generators[0]._dense_cells:
+            scaled = [g._scaled(r / 2) for g, r in zip(generators, rates)]
+            dA, dB = _discretise_dense(torch.cat([a for a, _ in scaled]), torch.cat([b for _, b in scaled]), generators[0].disc)
+            C = torch.cat([g.output_matrix(r) for g, r in zip(generators, rates)], dim=1)
+            cells = _dense_cells(dA, dB, C, max(lengths)).split([g.d_model for g in generators], dim=1)
+            cells = [c[..., :L] for c, L in zip(cells, lengths)]
+        elif fusable:
+            terms = [g._cell_terms(r) for g, r in zip(generators, rates)]
+            origins, Ws, log_zs, masks = zip(*terms)  # stack the axes' modes along H
+            origin, W, log_z = torch.cat(origins, dim=1), torch.cat(Ws, dim=1), torch.cat(log_zs, dim=0)
+            mask = None if any(m is None for m in masks) else torch.cat(masks)
+            W, log_z = _drop_masked_modes(mask, W, log_z)
+            cells = _assemble_cells(origin, W, log_z, max(lengths)).split([g.d_model for g in generators], dim=1)
+            cells = [c[..., :L] for c, L in zip(cells, lengths)]
+        else:
+            cells = [g._cells(L, r) for g, L, r in zip(generators, lengths, rates)]
+        return [_centre(c, bidirectional) for c in cells]
 
 
 def vandermonde_kernel(CB: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.Tensor:
     """``K[c, h, l] = 2 Re sum_m CB[c, h, m] exp(l log_dA[h, m])`` for ``l < L``: ``(C, H, L)``.
 
-    Splits ``l = i * n + j`` with ``n ~ sqrt(L)``, so ``dA^l = dA^(i n) dA^j`` and the sum over
-    modes becomes one batched real matrix product ``(H, C * L/n, M) @ (H, M, n)``: only
-    ``O(H M sqrt(L))`` exponentials and no ``(H, M, L)`` tensor.
+    Up to ``_DIRECT_MAX_TAPS`` taps (and ``_CHUNK_ELEMENTS`` powers) it materialises the powers
+    ``(L, H, M)`` and contracts over the modes (:class:`_DirectVandermonde`, with a hand-written
+    backward). Beyond, it splits
+    ``l = i * n + j`` with ``n ~ sqrt(L)``, so ``dA^l = dA^(i n) dA^j`` and the sum over modes
+    becomes one batched real matrix product ``(H, C * L/n, 2M) @ (H, 2M, n)``: only
+    ``O(H M sqrt(L))`` exponentials and no ``(H, M, L)`` tensor. Everything runs in real
+    arithmetic: ``Re(a b) = [Re a, Im a] . [Re b, -Im b]``.
     """
     C, H, M = CB.shape
-    n = max(1, math.isqrt(L - 1) + 1)
+    if L <= _DIRECT_MAX_TAPS and L * H * M <= _CHUNK_ELEMENTS:
+        return _DirectVandermonde.apply(CB, log_dA, L)
+    real = CB.real.dtype
+    n = math.isqrt(L - 1) + 1
     blocks = -(-L // n)
-    real = log_dA.real.dtype
-    inner = torch.exp(log_dA[..., None] * torch.arange(n, device=CB.device, dtype=real))  # (H, M, n)
-    outer = torch.exp(log_dA[..., None] * (n * torch.arange(blocks, device=CB.device, dtype=real)))  # (H, M, b)
-    left = (CB[..., None] * outer).permute(1, 0, 3, 2).reshape(H, C * blocks, M)  # (H, C*b, M)
-    # .real/.imag are strided views; BLAS wants contiguous operands.
-    K = left.real.contiguous() @ inner.real.contiguous() - left.imag.contiguous() @ inner.imag.contiguous()
+    inner_re, inner_im = _powers(log_dA, torch.arange(n, device=CB.device, dtype=real))  # (H, M, n)
+    right = torch.cat([inner_re, -inner_im], dim=1)  # (H, 2M, n)
+    outer_re, outer_im = _powers(log_dA, n * torch.arange(blocks, device=CB.device, dtype=real))  # (H, M, b)
+    cb_re, cb_im = CB.real[..., None], CB.imag[..., None]
+    left = torch.cat([cb_re * outer_re - cb_im * outer_im, cb_re * outer_im + cb_im * outer_re], dim=2)
+    left = left.permute(1, 0, 3, 2).reshape(H, C * blocks, 2 * M)  # (H, C*b, 2M)
+    K = left @ right  # (H, C*b, n)
     return 2 * K.view(H, C, blocks * n)[..., :L].transpose(0, 1)
+
+
+def _vandermonde_forward(W: torch.Tensor, log_z: torch.Tensor, J: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(K (C, H, J), powers (J, H, 2M))`` with ``K[c, h, j] = 2 Re sum_m W[c, h, m] z[h, m]^j``.
+
+    The powers hold the real and imaginary parts of ``z^j`` with ``j`` leading, so every
+    elementwise step runs over contiguous ``(H, M)`` planes (a trailing ``j`` axis of a few taps
+    would make each step a slow broadcast)."""
+    H, M = log_z.shape
+    exponents = torch.arange(J, device=W.device, dtype=W.real.dtype)[:, None, None]
+    magnitude = torch.exp(exponents * log_z.real)
+    phase = exponents * log_z.imag
+    powers = torch.stack([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=2).view(J, H, 2 * M)
+    return 2 * torch.einsum("jhk,chk->chj", powers, torch.cat([W.real, -W.imag], dim=-1)), powers
+
+
+def _vandermonde_backward(grad: torch.Tensor, W: torch.Tensor, powers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of :func:`_vandermonde_forward` for ``grad = dLoss/dK (C, H, J)``: with
+    ``S_p = sum_j j^p grad[c, h, j] z[h, m]^j`` (one contraction for ``p = 0, 1``),
+    ``grad W = 2 conj(S_0)`` and ``grad log z = 2 sum_c conj(W S_1)`` (PyTorch's conjugate
+    Wirtinger convention)."""
+    J, M = powers.shape[0], W.shape[-1]
+    exponents = torch.arange(J, device=grad.device, dtype=grad.dtype)
+    S = torch.einsum("chj,jhk->chk", torch.cat([grad, grad * exponents]), powers)  # (2C, H, 2M)
+    S0, S1 = torch.complex(S[..., :M], S[..., M:]).chunk(2)
+    return 2 * S0.conj(), 2 * (W * S1).conj().sum(0)
+
+
+class _DirectVandermonde(torch.autograd.Function):
+    """:func:`_vandermonde_forward` as an autograd function (inputs ``W (C, H, M)``, ``log_z (H, M)``)."""
+
+    @staticmethod
+    def forward(ctx, W: torch.Tensor, log_z: torch.Tensor, J: int) -> torch.Tensor:
+        K, powers = _vandermonde_forward(W, log_z, J)
+        ctx.save_for_backward(W, powers)
+        return K
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        W, powers = ctx.saved_tensors
+        grad_W, grad_log_z = _vandermonde_backward(grad, W, powers)
+        return grad_W, grad_log_z, None
+
+
+class _ZOHCells(torch.autograd.Function):
+    """One-sided ZOH cell kernels of S4D generators stacked along ``H``, straight from their raw
+    parameters, with a hand-written backward (one graph node instead of ~150 small ones).
+
+    Inputs: ``scale (H,)`` (half the rate of each SSM's axis), ``mask (H, M)`` or ``None`` (the
+    band limit), ``index`` or ``None`` (the modes to keep: the others are masked everywhere),
+    ``L``, then per generator ``log_dt (H_i,), log_A_real (H_i, M), A_imag (H_i, M),
+    B (H_i, M, 2), C (c, H_i, M, 2)``. Output ``(c, H, L)``, as :meth:`S4DKernel._cell_terms`:
+    with ``g = dt * scale`` (half the step), ``dA = e^(g A)``, ``dB = B (e^(g A) - 1) / A``,
+    ``cells[0] = 2 Re sum C dB``, ``cells[m] = 2 Re sum C dB dA (1 + dA) dA^(2(m - 1))``.
+    """
+
+    @staticmethod
+    def forward(ctx, scale, mask, index, L, *params):
+        axes = len(params) // 5
+        log_dt, log_A_real, A_imag, B, C = (torch.cat(params[i::5], dim=1 if i == 4 else 0) for i in range(5))
+        sizes = [p.shape[0] for p in params[0::5]]
+        full_modes = log_A_real.shape[-1]
+        Bc, Cc = _complex(B), _complex(C)
+        if index is not None:
+            log_A_real, A_imag = log_A_real.index_select(-1, index), A_imag.index_select(-1, index)
+            Bc, Cc = Bc.index_select(-1, index), Cc.index_select(-1, index)
+            mask = None if mask is None else mask.index_select(-1, index)
+        if mask is not None:
+            Cc = Cc * mask
+        g = torch.exp(log_dt) * scale  # (H,): half the step
+        A = torch.complex(-torch.exp(log_A_real), A_imag)
+        log_dA = g[:, None] * A
+        dA, E = _exp(log_dA), _expm1(log_dA)
+        dB = Bc * E / A
+        CB = Cc * dB
+        Q = dA * (1 + dA)
+        W = CB * Q
+        cells = torch.empty(*CB.shape[:2], L, device=CB.device, dtype=g.dtype)
+        cells[..., 0] = 2 * CB.real.sum(-1)
+        powers = None
+        if L > 1:
+            cells[..., 1:], powers = _vandermonde_forward(W, 2 * log_dA, L - 1)
+        ctx.save_for_backward(mask, index, g, A, dA, E, Bc, Cc, dB, CB, Q, W, powers)
+        ctx.layout = (axes, sizes, full_modes)
+        return cells
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        mask, index, g, A, dA, E, Bc, Cc, dB, CB, Q, W, powers = ctx.saved_tensors
+        axes, sizes, full_modes = ctx.layout
+        grad_origin = 2 * grad[..., :1]  # cells[0] = 2 Re sum CB
+        grad_log_dA = torch.zeros_like(A)
+        grad_CB = torch.complex(grad_origin.expand(CB.shape).contiguous(), torch.zeros_like(CB.real))
+        if powers is not None:
+            grad_W, grad_log_z = _vandermonde_backward(grad[..., 1:], W, powers)
+            grad_log_dA = 2 * grad_log_z  # log z = 2 log dA
+            grad_CB = grad_CB + grad_W * Q.conj()
+            grad_dA = (grad_W * CB.conj()).sum(0) * (1 + 2 * dA).conj()  # Q = dA + dA^2
+            grad_log_dA = grad_log_dA + grad_dA * dA.conj()  # dA = e^(log dA)
+        grad_C = grad_CB * dB.conj()
+        grad_dB = (grad_CB * Cc.conj()).sum(0)
+        grad_B = grad_dB * (E / A).conj()
+        grad_log_dA = grad_log_dA + grad_dB * (Bc / A).conj() * dA.conj()  # dB = B E / A, E' = e^(log dA)
+        grad_A = g[:, None] * grad_log_dA - grad_dB * (dB / A).conj()
+        grad_g = (grad_log_dA * A.conj()).real.sum(-1)
+        grad_log_dt = grad_g * g
+        grad_log_A_real, grad_A_imag = grad_A.real * A.real, grad_A.imag  # Re A = -exp(log_A_real)
+        if mask is not None:
+            grad_C = grad_C * mask
+        if index is not None:
+            grad_log_A_real, grad_A_imag, grad_B, grad_C = (
+                t.new_zeros(*t.shape[:-1], full_modes).index_copy_(-1, index, t)
+                for t in (grad_log_A_real, grad_A_imag, grad_B, grad_C)
+            )
+        grad_B, grad_C = torch.view_as_real(grad_B), torch.view_as_real(grad_C)
+        grads = []
+        for i, (dt_i, lar_i, ai_i, B_i, C_i) in enumerate(zip(
+            grad_log_dt.split(sizes), grad_log_A_real.split(sizes), grad_A_imag.split(sizes),
+            grad_B.split(sizes), grad_C.split(sizes, dim=1),
+        )):
+            grads += [dt_i, lar_i, ai_i, B_i, C_i]
+        return (None, None, None, None, *grads)
 
 
 class S4Kernel(SSMKernelBase):
@@ -391,26 +676,30 @@ class S4Kernel(SSMKernelBase):
         P = self._cplx(self.P)
         return torch.diag_embed(self.diagonal_A()) - torch.einsum("rhm,rhn->hmn", P, P.conj())
 
-    def _discrete(self, rate: float, band_rate: float) -> DiscreteSSM:
+    def _scaled(self, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(dt A (H, M, M), dt B (H, M))`` with the step ``dt`` at ``rate``."""
         dt = self.dt(rate)
-        A = self.dense_A()
-        B = self._cplx(self.B)
-        eye = torch.eye(self.modes, dtype=A.dtype, device=A.device)
-        dtA = dt[:, None, None] * A
-        if self.disc == "zoh":
-            dA = torch.linalg.matrix_exp(dtA)
-            dB = torch.linalg.solve(A, ((dA - eye) @ B[..., None]))[..., 0]
-        else:
-            lhs = eye - dtA / 2
-            dA = torch.linalg.solve(lhs, eye + dtA / 2)
-            dB = torch.linalg.solve(lhs, (dt[:, None] * B)[..., None])[..., 0]
-        return DiscreteSSM(dA, dB, self.output_matrix(band_rate))
+        return dt[:, None, None] * self.dense_A(), dt[:, None] * self._cplx(self.B)
+
+    def _discrete(self, rate: float, band_rate: float) -> DiscreteSSM:
+        return DiscreteSSM(*_discretise_dense(*self._scaled(rate), self.disc), self.output_matrix(band_rate))
 
     def _kernel(self, L: int, rate: float, band_rate: float) -> torch.Tensor:
         if self.disc == "zoh" or self.method == "krylov":
             ssm = self._discrete(rate, band_rate)
             return dense_kernel(ssm.C, ssm.dA, ssm.dB, L)
         return self._bilinear_kernel(L, rate, band_rate)
+
+    @property
+    def _dense_cells(self) -> bool:
+        """Whether :meth:`_cells` runs on the dense discrete system (ZOH or ``method="krylov"``);
+        otherwise the bilinear Cauchy kernel at half the step is paired into cells."""
+        return self.disc == "zoh" or self.method == "krylov"
+
+    def _cells(self, L: int, rate: float) -> torch.Tensor:
+        if not self._dense_cells:
+            return super()._cells(L, rate)
+        return centred_kernels([self], [L], [rate], bidirectional=None)[0]
 
     def _bilinear_kernel(self, L: int, rate: float, band_rate: float) -> torch.Tensor:
         ssm = self._discrete(rate, band_rate)
@@ -456,6 +745,71 @@ class S4Kernel(SSMKernelBase):
             solved = torch.linalg.solve(system, pb.permute(1, 2, 0)[..., None])[..., 0]  # (H, l, r)
             correction = s * torch.einsum("crhl,hlr->chl", cp, solved)
         return dt[:, None] * (cb - correction)
+
+
+def _expm(X: torch.Tensor) -> torch.Tensor:
+    """``exp(X)`` of square matrices ``(..., n, n)``, to working precision: the Taylor polynomial
+    of degree 18 evaluated by Paterson-Stockmeyer (7 products) on ``X / 2^s`` with
+    ``||X / 2^s||_1 <= theta``, then ``s`` squarings; ``theta`` (3 in single precision, 1 in
+    double) bounds the Taylor remainder ``theta^19 / 19!`` by the unit roundoff, as in
+    ``torch.linalg.matrix_exp``. Autograd runs through the matrix products, so the backward
+    costs about twice the forward; ``torch.linalg.matrix_exp``'s backward exponentiates a matrix
+    of twice the size (~8 times the work)."""
+    degree, theta = 18, (1.0 if X.real.dtype == torch.float64 else 3.0)
+    norm = float(X.detach().abs().sum(-2).amax())  # the largest 1-norm in the batch
+    squarings = max(0, math.ceil(math.log2(norm / theta))) if norm > theta else 0
+    X = X * 2.0**-squarings  # (complex division by a number is a slow path on CPU; products are not)
+    block = math.isqrt(degree) + 1
+    powers = [None, X]
+    for _ in range(block - 1):
+        powers.append(powers[-1] @ X)
+    eye = torch.eye(X.shape[-1], dtype=X.dtype, device=X.device)
+
+    def chunk(start: int) -> torch.Tensor:  # sum_i X^i / (start + i)! for i < block
+        terms = [powers[i] * (1 / math.factorial(start + i)) for i in range(1, min(block, degree + 1 - start))]
+        return eye * (1 / math.factorial(start)) + sum(terms) if terms else (eye * (1 / math.factorial(start))).expand_as(X)
+
+    starts = list(range(0, degree + 1, block))
+    P = chunk(starts[-1])
+    for start in reversed(starts[:-1]):
+        P = P @ powers[block] + chunk(start)
+    for _ in range(squarings):
+        P = P @ P
+    return P
+
+
+def _discretise_dense(dtA: torch.Tensor, dtB: torch.Tensor, disc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dA (H, M, M), dB (H, M))`` of a dense system from ``dt A`` and ``dt B``."""
+    if disc == "zoh":
+        return _zoh_dense(dtA, dtB)
+    eye = torch.eye(dtA.shape[-1], dtype=dtA.dtype, device=dtA.device)
+    lhs = eye - dtA / 2
+    return torch.linalg.solve(lhs, eye + dtA / 2), torch.linalg.solve(lhs, dtB[..., None])[..., 0]
+
+
+def _dense_cells(dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, L: int) -> torch.Tensor:
+    """One-sided cells ``(c, H, L)`` of a dense system discretised at half the step: cell
+    ``m >= 1`` is ``2 Re C dA^(2m - 1) (I + dA) dB``, a Krylov product of ``dA^2`` with
+    ``dA (I + dA) dB`` over ``L - 1`` terms (half the length of pairing ``2L`` half-step taps);
+    the origin half cell is ``2 Re C dB``."""
+    origin = 2 * torch.einsum("chm,hm->ch", C, dB).real[..., None]
+    if L == 1:
+        return origin
+    drive = torch.einsum("hmn,hn->hm", dA, dB)
+    drive = drive + torch.einsum("hmn,hn->hm", dA, drive)
+    return torch.cat([origin, dense_kernel(C, dA @ dA, drive, L - 1)], dim=-1)
+
+
+def _zoh_dense(dtA: torch.Tensor, dtB: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ZOH ``dA = exp(dt A)``, ``dB = A^{-1} (exp(dt A) - I) B`` for dense ``dtA (H, M, M)`` and
+    ``dtB (H, M)``, both from one exponential of the augmented matrix ``[[dt A, dt B], [0, 0]]``
+    (whose top-right column is ``dB``): no linear solve, and no trouble when ``A`` is singular."""
+    H, M = dtB.shape
+    augmented = torch.zeros(H, M + 1, M + 1, dtype=dtA.dtype, device=dtA.device)
+    augmented[:, :M, :M] = dtA
+    augmented[:, :M, M] = dtB
+    E = _expm(augmented)
+    return E[:, :M, :M], E[:, :M, M]
 
 
 def dense_kernel(C: torch.Tensor, dA: torch.Tensor, dB: torch.Tensor, L: int) -> torch.Tensor:

@@ -4,20 +4,31 @@ A bidirectional S4 is :class:`~s4vision.layers.S4ND` with ``ndim=1`` (the same c
 one uses the generator's causal kernel, ``K[l] = 2 Re(C dA^l dB)``, which the recurrence
 ``x_t = dA x_{t-1} + dB u_t`` reproduces exactly, so it can also run one sample or one chunk at
 a time (:meth:`S4.stream`, :meth:`S4.step`).
+
+Continuous time. ``rate`` may also be a tensor of per-sample rates ``(L,)`` or ``(B, L)``, the
+step before each sample in reference steps (:func:`s4vision.sampling.frame_rates` turns frame
+timestamps into them): the SSM then steps ``dt * rate_i``, discretised per step
+(:mod:`s4vision.layers._time_varying`, a time-varying :func:`~s4vision.ops.linear_scan`), causal
+and bidirectional alike, offline and streaming. Rates that are all equal (within
+:data:`s4vision.sampling.UNIFORM_RTOL`) take the convolution path at that one rate.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .._checks import check_channels_first
-from ..errors import InvalidValueError
-from ..kernels.ssm import DiscreteSSM, krylov
-from ..ops.fftconv import fft_conv
+from ..errors import InvalidTypeError, InvalidValueError
+from ..kernels.ssm import DiscreteSSM, S4DKernel, krylov
 from ..ops.scan import linear_scan
-from ..sampling import GridView, check_rate
+from ..sampling import GridView, check_rate, uniform_rate
+from ._fftconv1d import fft_conv1d
+from ._lean_kernel import lean_causal_kernel, lean_centred_kernel
+from ._time_varying import bidirectional_time_varying, causal_time_varying
 from .s4nd import S4ND
+
+RateArg = Optional[Union[float, torch.Tensor]]
 
 __all__ = ["S4"]
 
@@ -77,20 +88,61 @@ class S4(S4ND):
         (rate,) = self.grid.rates((length,), rate)
         return self.generator(length, rate).flatten(0, 1)
 
-    def forward(self, x: torch.Tensor, rate: Optional[float] = None) -> torch.Tensor:
-        """``x (B, dim, L) -> (B, out_dim, L)``."""
-        if self.bidirectional:
-            return super().forward(x, rate)
+    def forward(self, x: torch.Tensor, rate: RateArg = None) -> torch.Tensor:
+        """``x (B, dim, L) -> (B, out_dim, L)``. ``rate``: None (derived from ``l_max``), a number,
+        or per-sample rates ``(L,)`` / ``(B, L)`` (the step before each sample)."""
+        rate, rates = self._split_rate(x, rate)
+        if rates is not None:
+            u = self._per_kernel(x)
+            if self.bidirectional:
+                y = bidirectional_time_varying(self.generator, x, rates)
+            else:
+                y, _ = causal_time_varying(self.generator, x, rates)
+            return self._mix(y + self._skip_weight(y.dtype) * u, x.dtype)
         check_channels_first(x, self.dim, 1)
         self.grid.observe(x.shape[2:])
-        return self._causal(x, self.kernel(x.shape[-1], rate))
+        L = x.shape[-1]
+        (rate,) = self.grid.rates((L,), rate)
+        return self._convolve(x, self._training_kernel(L, rate), start=L - 1 if self.bidirectional else 0)
+
+    def _training_kernel(self, L: int, rate: float) -> torch.Tensor:
+        """The kernel of :meth:`kernel`; while autograd records, S4D kernels come from
+        :mod:`~s4vision.layers._lean_kernel` (the same values, memory not growing with ``L x modes``)."""
+        if not (torch.is_grad_enabled() and isinstance(self.generator, S4DKernel)):
+            return self.kernel(L, rate)
+        if self.bidirectional:
+            return lean_centred_kernel(self.generator, L, rate, True).flatten(0, 1)
+        return lean_causal_kernel(self.generator, L, rate).flatten(0, 1)
+
+    def _split_rate(self, x: torch.Tensor, rate: RateArg) -> Tuple[Optional[float], Optional[torch.Tensor]]:
+        """``(rate, None)`` for a number, None or uniform per-sample rates (their one value);
+        ``(None, rates (B', L) float64)`` for per-sample rates that vary."""
+        if not isinstance(rate, torch.Tensor):
+            return rate, None
+        check_channels_first(x, self.dim, 1)
+        B, L = x.shape[0], x.shape[-1]
+        if rate.is_complex() or not rate.is_floating_point():
+            raise InvalidTypeError(f"per-sample rates must be a real floating-point tensor, got dtype {rate.dtype}")
+        rates = rate.detach().to(torch.float64)
+        rates = rates[None] if rates.ndim == 1 else rates
+        if rates.ndim != 2 or rates.shape[-1] != L or rates.shape[0] not in (1, B):
+            raise InvalidValueError(f"per-sample rates must have shape ({L},), (1, {L}) or ({B}, {L}), got {tuple(rate.shape)}")
+        if not bool((torch.isfinite(rates) & (rates > 0)).all()):
+            raise InvalidValueError("per-sample rates must be positive and finite")
+        one = uniform_rate(rates)
+        return (one, None) if one is not None else (None, rates.to(x.device))
 
     def _causal(self, x: torch.Tensor, k: torch.Tensor, state_output: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self._convolve(x, k, 0, state_output)
+
+    def _convolve(self, x: torch.Tensor, k: torch.Tensor, start: int, extra: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``mix(k * x + D x (+ extra))`` for kernels ``k (channels * dim, K)`` whose tap ``start``
+        is the origin (0: causal, ``L - 1``: centred)."""
         u = self._per_kernel(x)
-        y = fft_conv(u, k.to(torch.float64 if x.dtype == torch.float64 else torch.float32), causal=True)
-        if state_output is not None:
-            y = y + state_output.to(y.dtype)
-        return self._mix(y + self._skip_weight(y.dtype) * u, x.dtype)
+        y = fft_conv1d(u, k, start)
+        if extra is not None:
+            y = y + extra.to(y.dtype)
+        return self._mix(torch.addcmul(y, self._skip_weight(y.dtype), u), x.dtype)
 
     # -- recurrent view ----------------------------------------------------------------------
 
@@ -102,33 +154,45 @@ class S4(S4ND):
         return torch.zeros(batch, self.dim, self.generator.modes, 2, device=device, dtype=dtype)
 
     def stream(
-        self, x: torch.Tensor, state: Optional[torch.Tensor] = None, rate: float = 1.0
+        self, x: torch.Tensor, state: Optional[torch.Tensor] = None, rate: Union[float, torch.Tensor] = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Process a chunk ``x (B, dim, Lc)`` of a longer sequence sampled at ``rate``.
 
         Returns ``(y (B, out_dim, Lc), state)``; feed the state to the next chunk. Chunks of any
-        sizes reproduce ``forward(whole, rate)``. A stream cannot infer its rate from the chunk
-        length, so it is given (default 1: samples at the reference step).
+        sizes reproduce ``forward(whole, rate)``, per-sample rates ``(Lc,)`` / ``(B, Lc)``
+        included (each chunk gets its own samples' rates). A stream cannot infer its rate from the
+        chunk length, so it is given (default 1: samples at the reference step).
         """
         self._check_causal()
         check_channels_first(x, self.dim, 1)
-        rate = check_rate(rate)
+        rate, rates = self._split_rate(x, rate)
+        rate = check_rate(rate) if rates is None else None
         B, H, Lc = x.shape
         if state is None:
             state = self.default_state(B, x.device)
         expected = (B, H, self.generator.modes, 2)
         if tuple(state.shape) != expected:
             raise InvalidValueError(f"state must have shape {expected}, got {tuple(state.shape)}")
+        if rates is not None:
+            h = torch.view_as_complex(state.to(self.generator._compute_dtype()).contiguous())
+            y, h = causal_time_varying(self.generator, x, rates, h)
+            y = self._mix(y + self._skip_weight(y.dtype) * self._per_kernel(x), x.dtype)
+            return y, torch.view_as_real(h).to(state.dtype)
         ssm = self.generator.discrete(rate)
         h = torch.view_as_complex(state.to(ssm.dB.real.dtype).contiguous())  # (B, H, M)
         y = self._causal(x, self.generator(Lc, rate).flatten(0, 1), self._state_output(ssm, h, Lc))
         h = self._advance_state(ssm, h, x)
         return y, torch.view_as_real(h).to(state.dtype)
 
-    def step(self, x: torch.Tensor, state: torch.Tensor, rate: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """One sample ``x (B, dim)``: the one-sample case of :meth:`stream`."""
+    def step(
+        self, x: torch.Tensor, state: torch.Tensor, rate: Union[float, torch.Tensor] = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sample ``x (B, dim)``: the one-sample case of :meth:`stream` (``rate``: a number or
+        per-sample rates ``(B,)``)."""
         if x.ndim != 2:
             raise InvalidValueError(f"step expects x of shape (B, dim), got {tuple(x.shape)}")
+        if isinstance(rate, torch.Tensor):
+            rate = rate.reshape(-1, 1)
         y, state = self.stream(x[..., None], state, rate)
         return y[..., 0], state
 

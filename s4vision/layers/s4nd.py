@@ -13,24 +13,26 @@ from __future__ import annotations
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_channels_first, check_choice, check_ndim, check_positive_int, check_sizes
 from ..errors import InvalidValueError
 from ..kernels.cache import EvalKernelCache
-from ..kernels.ssm import KERNELS, ssm_kernel
-from ..ops.separable import SEPARABLE_PATHS, separable_conv_nd, separable_kernel, toeplitz_conv_nd, toeplitz_matrix
+from ..kernels.ssm import KERNELS, centred_kernels, ssm_kernel
+from ..ops.separable import (
+    SEPARABLE_PATHS,
+    choose_separable_path,
+    separable_conv_nd,
+    separable_kernel,
+    toeplitz_conv_nd,
+    toeplitz_matrix,
+)
 from ..sampling import GridView, Rate, ReferenceGrid
 from .pointwise import create_activation, create_out_proj
 
 __all__ = ["S4ND"]
 
 GridArg = Optional[Union[int, Sequence[int], GridView]]
-
-
-def _avg_pool(x: torch.Tensor, stride: Tuple[int, ...]) -> torch.Tensor:
-    return {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[len(stride)](x, stride, stride)
 
 
 class S4ND(nn.Module):
@@ -134,11 +136,19 @@ class S4ND(nn.Module):
         return self._factors(sizes, self.grid.rates(sizes, rate))
 
     def _factors(self, sizes: Tuple[int, ...], rates: Tuple[float, ...]) -> List[torch.Tensor]:
-        factors = []
-        for gen, length, r in zip(self.ssm, sizes, rates):
-            k = gen.centred(length, r, self.bidirectional)  # (rank * channels, dim, 2L - 1)
-            factors.append(k.reshape(self.rank, self.channels * self.dim, -1))
-        return factors
+        """All axes' kernels in one pass (:func:`~s4vision.kernels.ssm.centred_kernels`), cached
+        in eval mode until a parameter changes."""
+
+        def compute() -> List[torch.Tensor]:
+            kernels = centred_kernels(self.ssm, sizes, rates, self.bidirectional)  # (rank * channels, dim, 2L - 1)
+            return [k.reshape(self.rank, self.channels * self.dim, -1) for k in kernels]
+
+        return self._cache(self, ("factors", sizes, rates), compute)
+
+    def train(self, mode: bool = True) -> "S4ND":
+        if mode:  # free the eval-mode kernels; (re)entering eval keeps them (they are still valid)
+            self._cache.clear()
+        return super().train(mode)
 
     def kernel(self, sizes: Sequence[int], rate: Optional[Rate] = None) -> torch.Tensor:
         """Dense N-d kernel ``(channels * dim, 2 S_1 - 1, ..., 2 S_N - 1)``: the sum over
@@ -156,20 +166,30 @@ class S4ND(nn.Module):
         self.grid.observe(sizes)
         rates = self.grid.rates(sizes, rate)
         u = self._per_kernel(x)
-        if self.stride is None:
-            y = separable_conv_nd(u, self._factors(sizes, rates), path=self.conv_path)
-            skip = u
+        if self.stride is not None:  # the skip is average-pooled too, inside the convolve-and-pool product
+            y = toeplitz_conv_nd(u, self._matrices(sizes, rates), skip=(self.D.reshape(-1), self.stride))
         else:
-            y = toeplitz_conv_nd(u, self._pooled_matrices(sizes, rates))
-            skip = _avg_pool(u.to(y.dtype), self.stride)
-        return self._mix(y + self._skip_weight(y.dtype) * skip, x.dtype)
+            if self._toeplitz(sizes):
+                y = toeplitz_conv_nd(u, self._matrices(sizes, rates))
+            else:
+                y = separable_conv_nd(u, self._factors(sizes, rates), path=self.conv_path)
+            y = torch.addcmul(y, self._skip_weight(y.dtype), u)
+        return self._mix(y, x.dtype)
 
-    def _pooled_matrices(self, sizes: Tuple[int, ...], rates: Tuple[float, ...]) -> List[torch.Tensor]:
-        """Per axis, the ``(rank, channels * dim, S // stride, S)`` convolve-and-pool matrices
+    def _toeplitz(self, sizes: Tuple[int, ...]) -> bool:
+        """Whether the convolution runs as Toeplitz products on every axis (chosen or forced)."""
+        if self.conv_path == "auto":
+            path = choose_separable_path(sizes, [2 * s - 1 for s in sizes], self.rank)
+            return path == ("toeplitz",) * self.ndim
+        return self.conv_path == "toeplitz"
+
+    def _matrices(self, sizes: Tuple[int, ...], rates: Tuple[float, ...]) -> List[torch.Tensor]:
+        """Per axis, the ``(rank, channels * dim, S // stride, S)`` convolve(-and-pool) matrices
         (cached in eval mode until a parameter changes)."""
+        stride = self.stride or (1,) * self.ndim
         return self._cache(
-            self, ("pooled", sizes, rates),
-            lambda: [toeplitz_matrix(k, L, s) for k, L, s in zip(self._factors(sizes, rates), sizes, self.stride)],
+            self, ("matrices", sizes, rates),
+            lambda: [toeplitz_matrix(k, L, s) for k, L, s in zip(self._factors(sizes, rates), sizes, stride)],
         )
 
     def _per_kernel(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ pretrained configs and the timm build helper (the layers they are made of live i
 :mod:`s4vision.layers`)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
 
 import torch
@@ -65,17 +66,18 @@ def build_backbone(
     pretrained: bool = False,
     *,
     feature_cfg: Optional[dict] = None,
-    size_arg: str = "img_size",
+    size_arg: Optional[str] = "img_size",
     **kwargs: Any,
 ) -> nn.Module:
     """``timm.models.build_model_with_cfg`` with two additions.
 
-    * The model's training resolution defaults to its pretrained config's ``input_size`` (passed
-      as ``size_arg``), so ``pretrained_cfg_overlay=dict(input_size=...)`` or a tagged config
+    * The model's training resolution defaults to its pretrained config's ``input_size``: its
+      ``(H, W)`` is passed as ``size_arg`` and, for a clip model (``(C, T, H, W)``), ``T`` as
+      ``num_frames``. So ``pretrained_cfg_overlay=dict(input_size=...)`` or a tagged config
       builds the model for that resolution.
-    * With ``pretrained=True`` and a local ``file``, the file is checked against the model-zoo
-      manifest first (:func:`~s4vision.models.zoo.verify_checkpoint`): a missing or corrupted
-      checkpoint fails with its path and expected sha256 instead of a bare load error.
+    * With ``pretrained=True`` and local weights (a ``file``, or timm's ``local-dir:`` folder),
+      the file is checked first (:func:`~s4vision.models.zoo.verify_checkpoint`): a missing,
+      damaged or (zoo files) altered checkpoint fails naming the file, instead of a bare load error.
     """
     cfg = resolve_pretrained_cfg(
         variant,
@@ -83,10 +85,46 @@ def build_backbone(
         pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
     )
     if size_arg and kwargs.get(size_arg) is None:
-        kwargs[size_arg] = tuple(cfg.input_size[1:])
-    if pretrained and cfg.file and not cfg.state_dict:
-        verify_checkpoint(cfg.file)
-    return build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg or {}, **kwargs)
+        kwargs[size_arg] = tuple(cfg.input_size[-2:])
+        if len(cfg.input_size) == 4 and kwargs.get("num_frames") is None:
+            kwargs["num_frames"] = int(cfg.input_size[1])
+    if pretrained and not cfg.state_dict:
+        weights = _local_weights(cfg)
+        if weights is not None:
+            verify_checkpoint(weights)
+    clip_size = _clip_input_size(tuple(cfg.input_size), kwargs)
+    if clip_size:  # timm's builder asserts a (C, H, W) input_size: build with a frame's, record the clip's
+        kwargs["pretrained_cfg_overlay"] = dict(kwargs.get("pretrained_cfg_overlay") or {},
+                                                input_size=(clip_size[0], *clip_size[2:]))
+    model = build_model_with_cfg(model_cls, variant, pretrained, feature_cfg=feature_cfg or {}, **kwargs)
+    if clip_size:
+        for holder in (model, getattr(model, "model", None)):  # a features_only getter wraps the model
+            if isinstance(getattr(holder, "pretrained_cfg", None), dict):
+                holder.pretrained_cfg["input_size"] = clip_size
+    return model
+
+
+def _clip_input_size(input_size: Tuple[int, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[int, ...]]:
+    """``(C, T, H, W)`` for a clip model (a clip config, or ``ndim=3`` with ``num_frames`` on an
+    image config: then ``T`` is ``num_frames``), ``None`` for an image or sequence model."""
+    if len(input_size) == 4:
+        return input_size
+    if kwargs.get("ndim") == 3 and kwargs.get("num_frames"):
+        return (input_size[0], int(kwargs["num_frames"]), *input_size[-2:])
+    return None
+
+
+# The weights file timm loads from a ``local-dir:`` folder, in timm's order of preference.
+_LOCAL_DIR_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
+
+
+def _local_weights(cfg: Any) -> Optional[Path]:
+    """The local weights file timm will read for ``cfg``, or ``None`` (a download, or nothing to check)."""
+    if not cfg.file:
+        return None
+    if cfg.source != "local-dir":
+        return Path(cfg.file)
+    return next((Path(cfg.file) / name for name in _LOCAL_DIR_WEIGHTS if (Path(cfg.file) / name).exists()), None)
 
 
 _CFG_DEFAULTS: Dict[str, Any] = {

@@ -11,16 +11,25 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from timm.models import checkpoint_seq
+from timm.models import checkpoint_seq, register_notrace_module
 from timm.models._features import feature_take_indices
 
 from .._checks import check_channels_first
+from ..layers import S4ND, AntiAliasBlur, ClassifierHeadNd, FlexConv, LayerNormNd, PointwiseConv
 from ._builder import no_weight_decay_names
 from ..errors import InvalidValueError
 
-__all__ = ["TimmBackboneMixin", "IsotropicBackboneMixin", "check_output_fmt"]
+__all__ = ["TimmBackboneMixin", "IsotropicBackboneMixin", "check_output_fmt", "FX_LEAF_MODULES"]
 
 Indices = Optional[Union[int, List[int]]]
+
+# Layers whose forward depends on the input's sizes (kernels are generated for them, the rank
+# picks a code path): torch.fx keeps them whole, as timm's own dynamic modules, under timm's
+# tracer settings (``features_only=True, feature_cls="fx"``; ``tracer_kwargs`` for torchvision's
+# ``create_feature_extractor``: ``leaf_modules=timm.models.get_notrace_modules()``).
+FX_LEAF_MODULES = (S4ND, FlexConv, LayerNormNd, PointwiseConv, AntiAliasBlur, ClassifierHeadNd)
+for _module in FX_LEAF_MODULES:
+    register_notrace_module(_module)
 
 
 def check_output_fmt(output_fmt: str, allowed: Sequence[str]) -> None:
@@ -85,8 +94,12 @@ class TimmBackboneMixin:
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new classifier for ``num_classes`` (0: none), on the model's device and dtype and in
+        its training mode; ``global_pool`` (``None``: keep the current pooling)."""
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
+        reference = next(self.parameters())  # the head alone may hold no parameter to copy them from
+        self.head.fc.to(device=reference.device, dtype=reference.dtype).train(self.training)
 
     def forward_intermediates(
         self,

@@ -130,6 +130,7 @@ class CCNN(IsotropicBackboneMixin, nn.Module):
         dd = dict(device=device, dtype=dtype)
         self.ndim = check_ndim(ndim)
         check_positive_int("depth", depth)
+        check_positive_int("in_chans", in_chans)
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.drop_rate = drop_rate

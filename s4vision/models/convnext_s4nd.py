@@ -37,9 +37,9 @@ from torch import nn
 from timm.layers import DropPath, Mlp
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
-from .._checks import check_sizes
+from .._checks import check_positive_number, check_sizes, is_tracing
 from ..layers import S4ND, ClassifierHeadNd, LayerNormNd, conv_nd
-from ..sampling import GridView, ReferenceGrid
+from ..sampling import GridView, ReferenceClock, ReferenceGrid, check_timestamps, frame_rates, uniform_rate
 from ._builder import (
     S4ND_PAPER,
     backbone_cfg,
@@ -204,6 +204,11 @@ class S4NDConvNeXt(TimmBackboneMixin, nn.Module):
         img_size: training image size ``(H, W)`` (an int for square images): the reference grid
             of the S4ND layers. Other sizes are accepted at run time.
         num_frames: training clip length ``T`` (3D only).
+        train_fps: frame rate of the training clips (3D only; ``None``: the first frame rate seen
+            in training). With it the time axis is time, not a fixed extent: a clip given with its
+            ``fps`` (or uniform ``timestamps``) is sampled at ``train_fps / fps`` along time,
+            whatever its length (without, at ``num_frames / T``). Kept in checkpoints
+            (``clock.fps``).
         patch_size: stem stride, an int or one per axis (3D default ``(2, 4, 4)``).
         downsample_stride: stride of stages 2-4, an int or one per axis (3D default ``(1, 2, 2)``:
             time is only downsampled by the stem).
@@ -233,6 +238,7 @@ class S4NDConvNeXt(TimmBackboneMixin, nn.Module):
         ndim: int = 2,
         img_size: Size = 224,
         num_frames: Optional[int] = None,
+        train_fps: Optional[float] = None,
         patch_size: Optional[Size] = None,
         downsample_stride: Optional[Size] = None,
         stem_type: str = "s4nd",
@@ -269,8 +275,9 @@ class S4NDConvNeXt(TimmBackboneMixin, nn.Module):
                 raise InvalidValueError(f"a 3D S4NDConvNeXt needs num_frames, the training clip length, got {num_frames!r}")
             grid = (int(num_frames),) + spatial
         else:
-            if num_frames is not None:
-                raise InvalidValueError(f"num_frames is only for ndim=3, got num_frames={num_frames!r} with ndim=2")
+            if num_frames is not None or train_fps is not None:
+                raise InvalidValueError(f"num_frames and train_fps are only for ndim=3, got num_frames={num_frames!r}, "
+                                        f"train_fps={train_fps!r} with ndim=2")
             grid = spatial
         patch_size = check_sizes("patch_size", patch_size if patch_size is not None else ((2, 4, 4) if ndim == 3 else 4),
                                  ndim)
@@ -283,6 +290,8 @@ class S4NDConvNeXt(TimmBackboneMixin, nn.Module):
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grid = ReferenceGrid(ndim, grid, device=device)
+        if ndim == 3:
+            self.clock = ReferenceClock(train_fps, device=device)
 
         mixer_layer = partial(S4ND, **{
             **dict(ndim=ndim, d_state=d_state, kernel=kernel, bidirectional=True, rank=1,
@@ -358,12 +367,39 @@ class S4NDConvNeXt(TimmBackboneMixin, nn.Module):
             self.head = ClassifierHeadNd(self.num_features, 0, "")
             self.num_classes = 0
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_chans, *S) -> (B, num_features, *S / stride)``."""
+    def forward_features(self, x: torch.Tensor, timestamps=None, fps: Optional[float] = None) -> torch.Tensor:
+        """``(B, in_chans, *S) -> (B, num_features, *S / stride)``; a clip's frame rate ``fps`` or
+        uniformly spaced ``timestamps`` (``(T,)`` or ``(B, T)`` seconds) set its rate along time."""
         self._check_input(x)
-        x = self.stem(x)
-        x = self.stages(x)
-        return self.norm_pre(x)
+        rate = self._time_rate(x, timestamps, fps)
+        if rate is None:
+            return self.norm_pre(self.stages(self.stem(x)))
+        with self.grid.fixed_rates({0: rate}):
+            return self.norm_pre(self.stages(self.stem(x)))
+
+    def forward(self, x: torch.Tensor, timestamps=None, fps: Optional[float] = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, timestamps=timestamps, fps=fps))
+
+    def _time_rate(self, x: torch.Tensor, timestamps, fps: Optional[float]) -> Optional[float]:
+        """``train_fps / fps`` along time for a clip given with its frame rate, else None."""
+        if timestamps is None and fps is None:
+            return None
+        if is_tracing():  # torch.fx makes every argument a Proxy: a traced graph takes clips without fps
+            return None
+        if self.ndim != 3:
+            raise InvalidValueError("timestamps and fps are for clips; this is a 2D (image) model")
+        if timestamps is not None and fps is not None:
+            raise InvalidValueError("give the frames' timestamps or their fps, not both")
+        if timestamps is not None:
+            rates = frame_rates(check_timestamps(timestamps, x.shape[2]), 1.0)  # seconds per frame
+            step = uniform_rate(rates)
+            if step is None:
+                raise InvalidValueError(f"{type(self).__name__} needs uniformly spaced frames; got gaps from "
+                                        f"{float(rates.min()):g} to {float(rates.max()):g} s")
+            fps = 1.0 / step
+        fps = check_positive_number("fps", fps)
+        self.clock.observe(fps)
+        return self.clock.rate(fps)
 
 
 # -- 2D -> 3D inflation ------------------------------------------------------------------------
@@ -385,7 +421,7 @@ def inflate_convnext_2d_to_3d(
       repeated over time and divided by the temporal size (I3D inflation), so a clip of identical
       frames gives the 2D response.
     * Everything else (norms, MLPs, pointwise layers, layer scales and, if ``include_head``, the
-      head) is copied. The reference grid (``grid.size``) keeps the 3D model's value.
+      head) is copied. The reference grid (``grid.size``) and training frame rate (``clock.fps``) keep the 3D model's values.
 
     Returns a complete state dict for ``model_3d``: ``model_3d.load_state_dict(result)``.
     Raises ``ValueError`` when a 2D tensor has no place in the 3D model, a shape does not fit, or
@@ -424,7 +460,7 @@ def inflate_convnext_2d_to_3d(
 
 
 def _is_grid_buffer(key: str) -> bool:
-    return key == "grid.size"
+    return key in ("grid.size", "clock.fps")
 
 
 def _inflated_key(key: str, s4nd_layers: Sequence[str]) -> str:
@@ -454,13 +490,12 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
     return backbone_cfg(S4ND_PAPER, family, kwargs)
 
 
-def _cfg3d(num_frames: int = 16, **kwargs: Any) -> Dict[str, Any]:
+def _cfg3d(num_frames: int, **kwargs: Any) -> Dict[str, Any]:
+    """A clip model's config: ``input_size`` is ``(C, T, H, W)`` (it sets ``num_frames`` and
+    ``img_size``), the smallest clip is 2 frames (the stem's temporal stride) of 32x32."""
     return _cfg(
-        pool_size=(num_frames // 2, 7, 7), min_input_size=(3, 32, 32),
-        notes=(
-            f"video model: input clips (B, 3, T, H, W); input_size is the per-frame (C, H, W), "
-            f"trained clip length T={num_frames} (model argument num_frames)",
-        ),
+        input_size=(3, num_frames, 224, 224), pool_size=(num_frames // 2, 7, 7), min_input_size=(3, 2, 32, 32),
+        notes=("video model: input clips (B, 3, T, H, W); input_size is (C, T, H, W)",),
         **kwargs,
     )
 
@@ -476,12 +511,12 @@ _VARIANTS: Dict[str, Dict[str, Any]] = {
     "s4nd_convnext_tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
     "s4nd_convnext_small": dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
     "s4nd_convnext_base": dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
-    "s4nd_convnext3d_atto": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), ndim=3, num_frames=_NUM_FRAMES_3D),
-    "s4nd_convnext3d_tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), ndim=3, num_frames=_NUM_FRAMES_3D),
+    "s4nd_convnext3d_atto": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), ndim=3),
+    "s4nd_convnext3d_tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), ndim=3),
 }
 
 default_cfgs = generate_default_cfgs({
-    name: _cfg3d(args["num_frames"]) if args.get("ndim") == 3 else _cfg()
+    name: _cfg3d(_NUM_FRAMES_3D) if args.get("ndim") == 3 else _cfg()
     for name, args in _VARIANTS.items()
 })
 

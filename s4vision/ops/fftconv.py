@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+
+from .._amp import autocast_off
 from ..errors import InvalidTypeError, InvalidValueError
 
 __all__ = ["fft_conv", "fft_conv_nd", "next_fast_len"]
@@ -50,18 +52,59 @@ def _fft_conv_axes(u: torch.Tensor, k: torch.Tensor, starts: Sequence[int]) -> t
     ``u`` is ``(B, C, *S)``, ``k`` is ``(C, *K)``; output index ``s`` along an axis is the
     full linear convolution at ``s + start``.
     """
-    nd = len(starts)
-    sizes = u.shape[-nd:]
-    ksizes = k.shape[-nd:]
-    fft_sizes = [next_fast_len(s + ks - 1) for s, ks in zip(sizes, ksizes)]
-    dims = tuple(range(-nd, 0))
+    k, plan = _plan(u.shape[-len(starts):], k, starts)
     dtype = _fft_dtype(u, k)
-    with torch.autocast(device_type=u.device.type, enabled=False):
-        u_f = torch.fft.rfftn(u.to(dtype), s=fft_sizes, dim=dims)
-        k_f = torch.fft.rfftn(k.to(dtype), s=fft_sizes, dim=dims)
-        y = torch.fft.irfftn(u_f * k_f, s=fft_sizes, dim=dims)
-    index = [slice(None)] * (y.ndim - nd) + [slice(st, st + s) for st, s in zip(starts, sizes)]
-    return y[tuple(index)]
+    if u.numel() == 0:  # an empty batch: MKL's FFT refuses zero-sized transforms
+        return u.new_zeros(u.shape, dtype=dtype)
+    with autocast_off(u.device):
+        k_f = torch.fft.rfftn(k.to(dtype), s=plan.fft_sizes, dim=plan.dims)
+        return _fft_conv_spectrum(u.to(dtype), k_f, plan)
+
+
+class _Plan:
+    """Transform sizes and output offsets of a linear convolution computed by FFT.
+
+    Only the outputs ``start .. start + S - 1`` of the full linear convolution are kept, so a
+    transform of ``n >= max(S + K - 1 - start, start + S)`` samples suffices: every sample that
+    wraps around lands outside the kept range. Centred kernels (``start = K // 2``) need
+    ``n >= S + K // 2``, not ``S + K - 1`` (for a global kernel ``2S - 1`` instead of ``3S - 2``
+    per axis). Kernel taps that never meet the input are cropped first.
+    """
+
+    def __init__(self, sizes: Sequence[int], ksizes: Sequence[int], starts: Sequence[int]) -> None:
+        self.sizes, self.starts = tuple(sizes), tuple(starts)
+        self.fft_sizes = [next_fast_len(max(S + K - 1 - st, st + S)) for S, K, st in zip(sizes, ksizes, starts)]
+        self.dims = tuple(range(-len(sizes), 0))
+
+
+def _plan(sizes: Sequence[int], k: torch.Tensor, starts: Sequence[int]) -> tuple[torch.Tensor, _Plan]:
+    """Crop ``k`` to the taps that meet an input of ``sizes`` (output ``s`` uses taps
+    ``s + start - S + 1 .. s + start``) and plan the transforms."""
+    nd = len(starts)
+    new_starts = []
+    for a, (S, st) in enumerate(zip(sizes, starts)):
+        axis = k.ndim - nd + a
+        lo, hi = max(0, st - S + 1), min(k.shape[axis], st + S)
+        if (lo, hi) != (0, k.shape[axis]):
+            k = k.narrow(axis, lo, hi - lo)
+        new_starts.append(st - lo)
+    return k, _Plan(sizes, k.shape[-nd:], new_starts)
+
+
+def _fft_conv_spectrum(u: torch.Tensor, k_f: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    """The planned convolution of ``u`` with a kernel given by its spectrum
+    ``k_f = rfftn(k, s=plan.fft_sizes)``. The inverse transform runs one axis at a time and
+    drops the rows outside the kept range before the last (real) axis: 25-30% less work than
+    ``irfftn`` in 2D."""
+    u_f = torch.fft.rfftn(u, s=plan.fft_sizes, dim=plan.dims)
+    if torch.is_grad_enabled() and (u_f.requires_grad or k_f.requires_grad):
+        y_f = u_f * k_f
+    else:
+        y_f = u_f.mul_(k_f)
+    for dim, st, S in zip(plan.dims[:-1], plan.starts, plan.sizes):
+        y_f = torch.fft.ifft(y_f, dim=dim).narrow(dim, st, S)
+    y = torch.fft.irfft(y_f, n=plan.fft_sizes[-1], dim=-1)
+    return y.narrow(-1, plan.starts[-1], plan.sizes[-1])
 
 
 def fft_conv(u: torch.Tensor, k: torch.Tensor, causal: bool = True) -> torch.Tensor:

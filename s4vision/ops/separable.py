@@ -19,10 +19,11 @@ inputs) even under autocast.
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from .._amp import autocast_off
 from .._checks import check_positive_int
 from .fftconv import next_fast_len
 from ..errors import InvalidTypeError, InvalidValueError
@@ -50,6 +51,9 @@ _FFT_STRIDED_FACTOR = 1.7
 _FFT_ND_COST = 1200.0
 # Extra cost of each additional rank of the kernel (expanding the input, reducing the output).
 _RANK_OVERHEAD = 4.0
+# Toeplitz passes over axes at least this long run as B * C GEMMs without layout copies; shorter
+# ones as C larger GEMMs on a transposed copy (measured crossover on the development CPU: ~16).
+_PER_SAMPLE_MIN_LENGTH = 16
 
 PathSpec = Union[str, Tuple[str, ...]]
 
@@ -160,13 +164,19 @@ def _toeplitz_along(u: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
     return _matmul_along(u, toeplitz_matrix(k, u.shape[dim]), dim)
 
 
-def toeplitz_conv_nd(u: torch.Tensor, matrices: Sequence[torch.Tensor]) -> torch.Tensor:
+def toeplitz_conv_nd(
+    u: torch.Tensor, matrices: Sequence[torch.Tensor], skip: Optional[Tuple[torch.Tensor, Sequence[int]]] = None
+) -> torch.Tensor:
     """Apply per-axis matrices to ``u (B, C, *S)``: ``sum_r T_1[r] x_1 ... x_N T_N[r] u``.
 
     Args:
         u: ``(B, C, *S)``.
         matrices: ``N`` tensors ``(R, C, M_a, S_a)`` (e.g. :func:`toeplitz_matrix` of each
             axis kernel, pooled or not), the same ``R`` for every axis.
+        skip: ``(weight (C,), stride)``: also add ``weight[c] * avg_pool(u, stride)`` (trailing
+            partial windows dropped, so ``M_a = S_a // stride_a``). The leading axes are summed
+            over their windows, the last axis' pooling is one more (small) matrix product; both
+            cost less than ``avg_pool`` on the full input.
 
     Returns:
         ``(B, C, M_1, ..., M_N)`` in the matrices' dtype (fp32 even under autocast).
@@ -174,33 +184,51 @@ def toeplitz_conv_nd(u: torch.Tensor, matrices: Sequence[torch.Tensor]) -> torch
     if len(matrices) != u.ndim - 2:
         raise InvalidValueError(f"{len(matrices)} per-axis matrices for an input of shape {tuple(u.shape)}")
     dtype = matrices[0].dtype
-    with torch.autocast(device_type=u.device.type, enabled=False):
+    with autocast_off(u.device):
         u = u.to(dtype)
         y = None
         for r in range(matrices[0].shape[0]):
-            z = u
-            for axis, t in enumerate(matrices):
-                z = _matmul_along(z, t[r], 2 + axis)
+            z = _toeplitz_products(u, [t[r] for t in matrices])
             y = z if y is None else y + z
+        if skip is not None:
+            weight, stride = skip
+            for a, k in enumerate(stride[:-1]):
+                u = _window_sum(u, 2 + a, k)
+            last = u.ndim - 1
+            pool = toeplitz_matrix(u.new_ones(1, 1), u.shape[last], stride[-1])  # (1, M, S): 1 / stride in each window
+            scale = weight.to(dtype)[:, None, None] / math.prod(stride[:-1])
+            y = y + _matmul_along(u, pool * scale, last)
     return y
 
 
-def _toeplitz_all_axes(u: torch.Tensor, ks: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Toeplitz matmuls along every spatial axis, batched over channels.
+def _window_sum(x: torch.Tensor, axis: int, k: int) -> torch.Tensor:
+    """Sums over windows of ``k`` samples along ``axis`` (a trailing partial window dropped)."""
+    if k == 1:
+        return x
+    n = x.shape[axis] // k
+    return x.narrow(axis, 0, n * k).unflatten(axis, (n, k)).sum(axis + 1)
 
-    Works on a channels-first view ``(C, B, *S)`` so that each axis is one batched matmul of
-    ``C`` large GEMMs ``(rows, L) @ (L, L)`` (rather than ``B * C`` tiny ones): the axis is moved
-    last, every other index becomes a row.
+
+def _toeplitz_products(u: torch.Tensor, matrices: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-channel matrices ``(C, M_a, S_a)`` applied along every spatial axis of ``u (B, C, *S)``.
+
+    Axes of ``_PER_SAMPLE_MIN_LENGTH`` samples or more: one batched matmul of ``B * C`` GEMMs
+    per axis, read and written in place (no layout copies; the output is contiguous). Shorter
+    axes: a channels-first view ``(C, B, *S)`` so that each axis is one batched matmul of ``C``
+    GEMMs ``(rows, L) @ (L, M)`` (rather than ``B * C`` tiny ones), at the price of a copy per
+    axis (the axis is moved last, every other index becomes a row).
     """
+    if min(u.shape[2:]) >= _PER_SAMPLE_MIN_LENGTH:
+        for a, t in enumerate(matrices):
+            u = _matmul_along(u, t, 2 + a)
+        return u
     C = u.shape[1]
     x = u.transpose(0, 1)
-    for a in reversed(range(len(ks))):
+    for a in reversed(range(len(matrices))):
         d = 2 + a
-        L = x.shape[d]
-        t = toeplitz_matrix(ks[a], L)  # (C, L, L)
         xa = x.movedim(d, -1)
-        y = xa.reshape(C, -1, L) @ t.transpose(-1, -2)
-        x = y.view(xa.shape).movedim(-1, d)
+        y = xa.reshape(C, -1, xa.shape[-1]) @ matrices[a].transpose(-1, -2)
+        x = y.view(*xa.shape[:-1], y.shape[-1]).movedim(-1, d)
     return x.transpose(0, 1)
 
 
@@ -265,7 +293,7 @@ def conv_along_axis(u: torch.Tensor, k: torch.Tensor, dim: int, method: str = "t
         raise InvalidValueError(f"conv_along_axis: k has {k.shape[1]} channels but u has {u.shape[1]}")
     out_dtype = torch.promote_types(u.dtype, k.dtype)
     dtype = _compute_dtype(u, k)
-    with torch.autocast(device_type=u.device.type, enabled=False):
+    with autocast_off(u.device):
         step = _toeplitz_along if method == "toeplitz" else _fft_along
         return step(u.to(dtype), k[0].to(dtype), d).to(out_dtype)
 
@@ -341,7 +369,7 @@ def separable_conv_nd(u: torch.Tensor, kernels: Sequence[torch.Tensor], path: Pa
 
     out_dtype = torch.promote_types(u.dtype, ks[0].dtype)
     dtype = _compute_dtype(u, *ks)
-    with torch.autocast(device_type=u.device.type, enabled=False):
+    with autocast_off(u.device):
         u = u.to(dtype)
         ks = [k.to(dtype) for k in ks]
         if path == "fft_nd":
@@ -354,7 +382,7 @@ def separable_conv_nd(u: torch.Tensor, kernels: Sequence[torch.Tensor], path: Pa
         else:
             ks = [k[0] for k in ks]
         if all(m == "toeplitz" for m in path):
-            u = _toeplitz_all_axes(u, ks)
+            u = _toeplitz_products(u, [toeplitz_matrix(k, L) for k, L in zip(ks, S)])
         else:
             for a, method in enumerate(path):
                 step = _toeplitz_along if method == "toeplitz" else _fft_along

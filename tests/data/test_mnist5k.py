@@ -35,3 +35,38 @@ def test_split_per_class_with_seed_is_random_stratified_and_fixed():
     assert not np.array_equal(split_per_class(labels, 5)[1], held_out)  # not the last ones
     with pytest.raises(ValueError, match="held_out_per_class"):
         split_per_class(labels, 0)
+
+
+# sha256 of each split's sorted indices as little-endian int64, recorded when the split was made:
+# numpy's PCG64 streams are the same on every machine, so these must never change (a change
+# would silently move digits between the splits, and the test digits into training).
+SPLIT_DIGESTS = {
+    "train": "11f31b66bb1a722c",
+    "val": "e371b2e2396462a1",
+    "test": "0b8160b66cc57cf7",  # the held-out 1,000 of the earlier train/test split, unchanged
+}
+
+
+def test_mnist5k_splits_are_disjoint_stratified_and_stable():
+    import hashlib
+
+    from s4vision.data.images import create_image_dataset
+    from s4vision.data.mnist5k import mnist5k_split
+
+    _, labels = load_mnist5k()
+    splits = {name: mnist5k_split(name) for name in ("train", "val", "test")}
+    assert {name: np.bincount(labels[idx]).tolist() for name, idx in splits.items()} == {
+        "train": [350] * 10, "val": [50] * 10, "test": [100] * 10}
+    everything = np.concatenate(list(splits.values()))
+    assert len(np.unique(everything)) == len(everything) == 5000  # disjoint, and nothing left out
+    for name, idx in splits.items():
+        digest = hashlib.sha256(np.ascontiguousarray(idx, dtype="<i8").tobytes()).hexdigest()[:16]
+        assert digest == SPLIT_DIGESTS[name], f"the {name} split changed"
+        assert np.array_equal(mnist5k_split(name), idx)  # the same on every call
+        dataset = create_image_dataset("mnist5k", name)
+        assert np.array_equal(dataset.targets.numpy(), labels[idx])
+    with pytest.raises(ValueError, match="unknown split 'validation'"):
+        mnist5k_split("validation")
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        create_image_dataset("digits", "val")  # only mnist5k has a validation split
+

@@ -113,3 +113,64 @@ def test_argument_errors(tmp_path, kwargs, error):
     args = dict(num_videos=1, num_frames=64) | kwargs
     with pytest.raises(error):
         make_benchmark(tmp_path, args.pop("num_videos"), args.pop("num_frames"), **args)
+
+
+# -- frame rates and timestamps ----------------------------------------------------------------
+
+from s4vision.data.video_benchmark import clip_timestamps, frame_layout, plan_clip, render_clip  # noqa: E402
+
+
+def test_same_content_at_another_frame_rate_and_jittered(benchmark, tmp_path):
+    out, csv_path = benchmark
+    fast = make_benchmark(tmp_path / "fast", 2, NUM_FRAMES, fps=FPS, size=SIZE, head_seconds=HEAD_SECONDS, seed=3,
+                          split="val", render_fps=2 * FPS)
+    jittered = make_benchmark(tmp_path / "jit", 2, NUM_FRAMES, fps=FPS, size=SIZE, head_seconds=HEAD_SECONDS, seed=3,
+                              split="val", jitter=0.6)
+    assert list(csv.reader(open(fast)))[1:] == list(csv.reader(open(jittered)))[1:] == list(csv.reader(open(csv_path)))[1:3]
+    with VideoReader(out / "val/val_00000.mp4") as native, VideoReader(tmp_path / "fast/val/val_00000.mp4") as twice:
+        assert len(twice) == 2 * NUM_FRAMES and twice.fps == pytest.approx(2 * FPS)
+        a = native.get_frames(range(NUM_FRAMES)).float()
+        b = twice.get_frames(range(0, 2 * NUM_FRAMES, 2)).float()  # the frames at the native timestamps
+        assert (a - b).abs().mean() < 1.0
+    with VideoReader(tmp_path / "jit/val/val_00000.mp4") as reader:
+        t = reader.timestamps().numpy()
+    i = np.arange(NUM_FRAMES)
+    assert len(t) == NUM_FRAMES and np.all(np.diff(t) > 0)
+    assert np.all(t >= i / FPS - 1e-4) and np.all(t < (i + 0.6) / FPS + 1e-4) and np.ptp(t * FPS - i) > 0.2
+    meta = json.loads((tmp_path / "jit/val.json").read_text())
+    assert meta["jitter"] == 0.6 and meta["render_fps"] == FPS
+
+
+def test_frame_layout_follows_time():
+    """The digit's position is a function of time: at the native rate the segments' frames, in
+    between on the straight path, and a frame's segment is the one its timestamp falls in."""
+    rng = np.random.default_rng(0)
+    bounds = [(0, 8), (8, 16), (16, 24)]
+    plan = plan_clip(rng, 1000, bounds, SIZE, fps=8)
+    native_segment, native_pos = frame_layout(plan, np.arange(24) / 8)
+    assert native_segment.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    assert native_pos[0].tolist() == plan.motions[0, 0].tolist() and native_pos[7].tolist() == plan.motions[0, 1].tolist()
+    segment, pos = frame_layout(plan, np.arange(48) / 16)
+    assert np.array_equal(segment[::2], native_segment) and np.array_equal(pos[::2], native_pos)
+    # half-way between two native frames the position is half-way (to a pixel)
+    mid = (native_pos[2] + native_pos[3]) / 2
+    assert np.abs(pos[5] - mid).max() <= 0.5
+    # the same draws as render_clip: rendering a plan at its own rate reproduces it
+    images = np.random.default_rng(1).integers(0, 255, (3, 28, 28), dtype=np.uint8)
+    frames = render_clip(images, bounds, SIZE, np.random.default_rng(7))
+    rng = np.random.default_rng(7)  # render_clip's draws: each segment's start and end corner
+    for k, (start, stop) in enumerate(bounds):
+        begin, end = rng.integers(0, SIZE - 28 + 1, size=(2, 2))
+        for i in range(start, stop):
+            y, x = np.rint(begin + (end - begin) * (i - start) / (stop - start - 1)).astype(int)
+            assert np.array_equal(frames[i, y:y + 28, x:x + 28, 0], images[k])
+
+
+def test_clip_timestamps():
+    t = clip_timestamps(4.0, 8)
+    np.testing.assert_allclose(t, np.arange(32) / 8)
+    assert len(clip_timestamps(4.0, 3)) == 12
+    j = clip_timestamps(4.0, 8, 0.5, np.random.default_rng(0))
+    assert np.all(np.diff(j) > 0) and np.all((j * 8 - np.arange(32) >= 0) & (j * 8 - np.arange(32) < 0.5)) and j[0] == 0
+    with pytest.raises(ValueError, match="jitter"):
+        clip_timestamps(4.0, 8, 1.0)

@@ -6,8 +6,10 @@ import torch
 
 from s4vision.data import (
     RandomSegmentSampler,
+    ShortVideoError,
     SlidingWindowSampler,
     UniformClipSampler,
+    WindowSampler,
     segment_indices,
     sliding_windows,
     uniform_indices,
@@ -117,3 +119,68 @@ def test_sampler_argument_errors():
         UniformClipSampler(4)(0, 8.0)
     with pytest.raises(ValueError, match="fps"):
         UniformClipSampler(4)(10, 0.0)
+
+
+# -- time windows, multi-clip views, short videos, sample times -------------------------------------
+
+
+@pytest.mark.parametrize("video_fps, rate", [(8.0, 8.0), (30.0, 8.0), (25.0, 10.0), (4.0, 8.0)])
+def test_window_sampler_takes_the_frame_on_screen_at_each_sample_time(video_fps, rate):
+    num_frames, n = 90, 6
+    clips = WindowSampler(n, rate, position="sliding").clips(num_frames, video_fps)
+    duration = num_frames / video_fps
+    samples = math.ceil(duration * rate - 1e-9)  # rate-grid samples before the video ends
+    last = samples - n
+    expected_starts = list(range(0, last + 1, n)) + ([] if last % n == 0 else [last])
+    assert len(clips) == len(expected_starts)
+    for clip, start in zip(clips, expected_starts):
+        times = [(start + k) / rate for k in range(n)]
+        assert clip.times.tolist() == pytest.approx(times)
+        # the frame shown at time t is the last one that started at or before t
+        assert clip.indices.tolist() == [max(i for i in range(num_frames) if i / video_fps <= t + 1e-9) for t in times]
+        assert clip.resampled == (video_fps != rate) and not clip.extra.any()
+
+
+def test_window_positions_and_strides():
+    uniform = WindowSampler(4, 4.0, position="uniform", clips=3).clips(40, 8.0)  # 5 s: 20 samples at 4 fps
+    assert [c.indices.tolist() for c in uniform] == [[0, 2, 4, 6], [16, 18, 20, 22], [32, 34, 36, 38]]
+    assert [c.indices[0].item() for c in WindowSampler(4, 4.0, position="uniform").clips(40, 8.0)] == [16]
+    strided = WindowSampler(4, 4.0, position="sliding", stride=1.5).clips(40, 8.0)  # starts every 6 samples
+    assert [c.times[0].item() for c in strided] == [0.0, 1.5, 3.0, 4.0]  # the last ends with the video
+    draws = {WindowSampler(4, 4.0, position="random").clips(40, 8.0, generator=torch.Generator().manual_seed(s))[0]
+             .indices[0].item() for s in range(30)}
+    assert draws <= set(range(0, 33, 2)) and len(draws) > 5
+
+
+@pytest.mark.parametrize("policy", ["loop", "pad"])
+def test_short_videos_loop_or_pad_and_keep_time_moving(policy):
+    for sampler, num, rate in [(UniformClipSampler(8, short=policy), 5, 8.0),
+                               (WindowSampler(8, 4.0, short=policy), 10, 4.0),
+                               (RandomSegmentSampler(8, short=policy), 5, 8.0)]:
+        (clip,) = sampler.clips(num, 8.0, generator=torch.Generator().manual_seed(0))
+        available = 5  # 5 frames, or 10 frames = 5 samples at 4 fps
+        step = 8.0 / rate
+        inside = [int(k * step) for k in range(available)]
+        if policy == "loop":
+            expected = [inside[k % available] for k in range(8)]
+        else:
+            expected = inside + [inside[-1]] * 3
+        assert clip.indices.tolist() == expected, sampler
+        assert clip.times.tolist() == pytest.approx([k / rate for k in range(8)])  # increasing
+        assert clip.extra.tolist() == [False] * 5 + [True] * 3
+
+
+def test_short_videos_are_rejected_by_default_with_the_numbers():
+    with pytest.raises(ShortVideoError, match=r"holds 5 frames \(0.625 s\) but a clip needs 8.*'loop' or 'pad'"):
+        UniformClipSampler(8).clips(5, 8.0)
+    with pytest.raises(ShortVideoError, match=r"holds 5 samples at 4 fps \(1.250 s\) but a clip needs 8"):
+        WindowSampler(8, 4.0).clips(10, 8.0)
+    with pytest.raises(ValueError, match="short-video policy 'stretch'"):
+        UniformClipSampler(8, short="stretch")
+
+
+def test_uniform_views_are_offsets_within_each_segment():
+    clips = UniformClipSampler(4, clips=2).clips(40, 8.0)
+    assert [c.indices.tolist() for c in clips] == [[math.floor((k + (j + 0.5) / 2) * 10) for k in range(4)]
+                                                    for j in range(2)]
+    assert clips[0].times.tolist() == [i / 8.0 for i in clips[0].indices.tolist()]

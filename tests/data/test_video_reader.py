@@ -232,3 +232,24 @@ def test_write_video_validates(tmp_path):
         write_video(tmp_path / "odd.mp4", np.zeros((2, 31, 32, 3), np.uint8), 8)
     with pytest.raises(ValueError, match="uint8"):
         write_video(tmp_path / "f.mp4", np.zeros((2, 32, 32, 3), np.float32), 8)
+
+
+def test_paths_as_bytes_and_paths_that_are_not_files(video, tmp_path):
+    with VideoReader(bytes(video)) as reader:  # os.fsencode'd paths are paths too
+        assert reader.path == str(video) and len(reader) == NUM_FRAMES
+    with pytest.raises(ValueError, match=f"{tmp_path}' is a directory, not a video file"):
+        VideoReader(tmp_path)
+    with pytest.raises(ValueError, match="is a directory"):
+        VideoReader(bytes(tmp_path))
+    with pytest.raises(TypeError, match="path must be a str, bytes or path object, got int"):
+        VideoReader(3)
+
+
+def test_decord_refuses_a_truncated_file_at_open_whatever_it_would_decode(video, tmp_path):
+    """Whether decord itself notices the faststart-truncated file depends on where its reads stop
+    (it failed to, once, under load); the packet count taken by demuxing decides, at open."""
+    decord_or_skip()
+    truncated = corrupt_files(video, tmp_path)[2]
+    assert video_module._demuxed_frames(str(truncated))[1] < NUM_FRAMES == video_module._demuxed_frames(str(video))[1]
+    with pytest.raises(VideoDecodeError, match="declares 40 frames but only .* present"):
+        VideoReader(truncated, backend="decord")

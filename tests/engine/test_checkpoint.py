@@ -8,11 +8,13 @@ from torch import nn
 
 from s4vision.engine.checkpoint import (
     CheckpointManager,
+    DamagedCheckpointError,
     capture_rng_state,
     load_model_weights,
     read_model_metadata,
     restore_rng_state,
     save_model_file,
+    verify_checkpoint,
 )
 
 
@@ -99,3 +101,105 @@ def test_rng_state_round_trip():
     restore_rng_state(state)
     got = (torch.rand(3), random.random(), np.random.rand())
     assert torch.equal(got[0], expected[0]) and got[1:] == expected[1:]
+
+
+# -- verification: manifests, damaged checkpoints, fallback ------------------------------------------
+
+
+def _three_checkpoints(tmp_path):
+    manager = CheckpointManager(tmp_path / "checkpoints", keep=3)
+    for step in (5, 10, 15):
+        manager.save(step, _net(step).state_dict(), {"arch": "mlp"}, {"global_step": step})
+    return manager
+
+
+def test_manifest_records_the_size_and_sha256_of_every_file(tmp_path):
+    import hashlib
+    import json
+
+    checkpoint = _three_checkpoints(tmp_path).latest()
+    files = json.loads((checkpoint / "manifest.json").read_text())["files"]
+    assert set(files) == {"model.safetensors", "trainer_state.pt"}
+    for name, entry in files.items():
+        data = (checkpoint / name).read_bytes()
+        assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert verify_checkpoint(checkpoint) is True
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, name, reason", [
+    (_truncate, "trainer_state.pt", "bytes"),
+    (_truncate, "model.safetensors", "bytes"),
+    (_flip_last_byte, "trainer_state.pt", "SHA-256"),
+    (lambda path: path.unlink(), "model.safetensors", "missing"),
+])
+def test_damage_is_found_and_named(tmp_path, damage, name, reason):
+    manager = _three_checkpoints(tmp_path)
+    newest = manager.latest()
+    damage(newest / name)
+    with pytest.raises(DamagedCheckpointError, match=f"{newest.name}.*{name}.*{reason}"):
+        CheckpointManager.load(newest)
+    with pytest.warns(RuntimeWarning, match=f"{newest}.*damaged.*{name}.*moved to .*damaged-step_00000015"):
+        path, (model_state, _, state) = manager.load_newest_intact()
+    assert path.name == "step_00000010" and state == {"global_step": 10}
+    assert torch.equal(model_state["0.weight"], _net(10).state_dict()["0.weight"])
+    # set aside (kept for inspection), no longer listed, so new checkpoints are not pruned in its favour
+    assert [p.name for p in manager.checkpoints()] == ["step_00000005", "step_00000010"]
+    assert (tmp_path / "checkpoints" / ".damaged-step_00000015").is_dir()
+
+
+def test_every_checkpoint_damaged_is_an_error(tmp_path):
+    manager = _three_checkpoints(tmp_path)
+    for checkpoint in manager.checkpoints():
+        _truncate(checkpoint / "trainer_state.pt")
+    with pytest.warns(RuntimeWarning), pytest.raises(DamagedCheckpointError, match="every checkpoint.*damaged"):
+        manager.load_newest_intact()
+    assert CheckpointManager(tmp_path / "none").load_newest_intact() is None
+
+
+def test_a_checkpoint_without_manifest_loads_unverified_and_fails_by_name(tmp_path):
+    """Checkpoints written before manifests existed: loading them is the only check."""
+    manager = _three_checkpoints(tmp_path)
+    newest = manager.latest()
+    (newest / "manifest.json").unlink()
+    assert verify_checkpoint(newest) is False
+    assert CheckpointManager.load(newest)[2] == {"global_step": 15}
+    _truncate(newest / "trainer_state.pt")
+    with pytest.raises(DamagedCheckpointError, match=f"{newest.name} is damaged: cannot read trainer_state.pt"):
+        CheckpointManager.load(newest)
+
+
+def test_a_full_disk_while_saving_leaves_the_previous_checkpoints_intact(tmp_path, monkeypatch):
+    import errno
+
+    manager = _three_checkpoints(tmp_path)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        manager.save(20, _net().state_dict(), {"arch": "mlp"}, {"global_step": 20})
+    assert [p.name for p in manager.checkpoints()] == ["step_00000005", "step_00000010", "step_00000015"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_00000005", "step_00000010", "step_00000015"]  # no temporary directory left behind
+    for checkpoint in manager.checkpoints():
+        verify_checkpoint(checkpoint)
+
+
+def test_a_truncated_model_file_is_named(tmp_path):
+    path = save_model_file(tmp_path / "m.safetensors", _net().state_dict(), {"arch": "mlp"})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20])  # header intact, data cut
+    with pytest.raises(ValueError, match="m.safetensors is not a readable safetensors file"):
+        load_model_weights(_net(), path)

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+import s4vision.demo as demo
 from s4vision.demo import main, results_table
 
 
@@ -16,6 +17,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     assert (out / "zero_shot_resolution.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "s4nd_iso_micro" in printed and "drop 14->28" in printed
+    assert "the 56 px images are them upsampled" not in printed  # no 56 px column this time
     # a second run replaces the first (make demo twice)
     assert main(["train.threads=1", "train.progress=false", "--quick", "--out", str(out), "--resolutions", "14"]) == 0
 
@@ -35,3 +37,28 @@ def test_results_table_reports_the_drop():
     assert "| a " in table and "1.00 |" in table and "50.00 |" in table
     with pytest.raises(KeyError):
         results_table({"test_resolutions": [14]})
+
+
+def _fake_results(s4nd_28, conv2d_28):
+    top1 = {"s4nd_iso_micro": {7: 80.0, 14: 95.0, 28: s4nd_28, 56: 94.0},
+            "conv2d_iso_micro": {7: 20.0, 14: 96.0, 28: conv2d_28, 56: 12.0}}
+    runs = {name: {"top1": acc} for name, acc in top1.items()}
+    return {"train_resolution": 14, "test_resolutions": [7, 14, 28, 56], "upsampled_above": 28, "quick": False,
+            "models": runs, "checks": demo._checks(runs), "seconds": 1.0}
+
+
+@pytest.mark.parametrize("s4nd_28, conv2d_28, status", [(94.0, 30.0, 0), (90.0, 30.0, 1), (94.0, 90.0, 1)])
+def test_demo_exits_non_zero_when_a_result_misses_its_expectation(monkeypatch, capsys, s4nd_28, conv2d_28, status):
+    """S4ND may lose at most 2 points from 14 to 28 px, Conv2D must lose at least 20: a result
+    outside that is a regression the exit status shows, after the table is printed."""
+    monkeypatch.setattr(demo, "run_demo", lambda *args, **kwargs: _fake_results(s4nd_28, conv2d_28))
+    assert main(["--out", "unused"]) == status
+    captured = capsys.readouterr()
+    table = captured.out.index("drop 14->28")
+    assert "56px*" in captured.out and "the 56 px images are them upsampled 2x" in captured.out
+    if status:
+        missed = "s4nd_iso_micro" if s4nd_28 < 93 else "conv2d_iso_micro"
+        assert captured.out.index(f"{missed}: drop 14->28") > table and "NOT as expected" in captured.out
+        assert f"{missed} missed the expectation" in captured.err
+    else:
+        assert "NOT as expected" not in captured.out and captured.err == ""

@@ -42,3 +42,15 @@ def test_tensorboard_mirrors_scalars_when_installed(tmp_path, monkeypatch):
     logger.close()
     assert ("train_loss", 0.5, 5) in written and ("eval_top1", 90.0, 5) in written
     assert not any(w[0] in ("epoch", "step") for w in written) and written[-1] == ("closed",)
+
+
+def test_torn_rows_are_dropped_and_the_last_row_is_read_back(tmp_path):
+    logger = MetricLogger(tmp_path, tensorboard=False)
+    for epoch in range(2):
+        logger.log({"epoch": epoch, "step": 10 * (epoch + 1), "resolution": 14, "eval_top1": 50.0 + epoch})
+    with open(tmp_path / "log.csv", "a") as f:
+        f.write("1")  # a row cut short (by an older version's append, or by hand): epoch "1" of "10"
+    assert MetricLogger(tmp_path, tensorboard=False).last_row()["eval_top1"] == 51.0
+    logger.truncate_from(5)
+    assert [r["epoch"] for r in _rows(tmp_path / "log.csv")] == ["0", "1"]
+    assert not list(tmp_path.glob(".log.csv.*"))  # rewritten atomically, no temporary file left

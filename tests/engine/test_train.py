@@ -1,8 +1,6 @@
 import csv
-import signal
-import subprocess
-import sys
-import time
+import importlib
+import os
 
 import pytest
 import torch
@@ -11,7 +9,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 import _helpers
-from s4vision.engine.checkpoint import CheckpointManager, read_model_metadata
+from s4vision.engine.checkpoint import CheckpointManager, read_model_metadata, verify_checkpoint
 from s4vision.engine.config import load_config
 from s4vision.engine.train import train
 
@@ -26,12 +24,6 @@ def _cfg(tmp_path, *extra, name="run"):
 
 def _weights(path):
     return load_file(str(path))
-
-
-def _assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 def test_training_learns_logs_and_exports(tmp_path):
@@ -54,7 +46,7 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     runs = [train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=12", f"train.seed={seed}", name=f"r{i}"))
             for i, seed in enumerate((0, 0, 1))]
     w = [_weights(r.model_file) for r in runs]
-    _assert_same_weights(w[0], w[1])
+    _helpers.assert_same_weights(w[0], w[1])
     assert not torch.equal(w[0]["head.weight"], w[2]["head.weight"])
 
 
@@ -70,7 +62,7 @@ def test_ema_weights_are_exported(tmp_path):
     result = train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=10", "train.ema=true", "train.ema_decay=0.9"))
     last = CheckpointManager(tmp_path / "run" / "checkpoints").latest()
     exported, raw, ema = _weights(result.model_file), _weights(last / "model.safetensors"), _weights(last / "ema.safetensors")
-    _assert_same_weights(exported, ema)
+    _helpers.assert_same_weights(exported, ema)
     assert not torch.equal(raw["head.weight"], ema["head.weight"])
 
 
@@ -94,39 +86,13 @@ def test_unknown_model_lists_choices(tmp_path):
 
 # -- kill -9 mid-epoch, resume, and end with the weights of an uninterrupted run -------------------
 
-_CLI = "import sys, _helpers; from s4vision.cli import main; raise SystemExit(main(sys.argv[1:]))"
-
-
-def _cli(*args):
-    return [sys.executable, "-c", _CLI, *args]
-
-
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(OmegaConf.to_container(OmegaConf.from_dotlist(BASE))))
-    common = [str(config), "train.epochs=3", "train.checkpoint_every=10", "train.keep_checkpoints=50"]
-    env = _helpers.subprocess_env(OMP_NUM_THREADS="1")
-
-    reference = tmp_path / "reference"
-    subprocess.run(_cli("train", *common, f"train.output_dir={reference}"), check=True, env=env, capture_output=True)
-
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(_cli("train", *common, f"train.output_dir={run}"),
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manager = CheckpointManager(run / "checkpoints")
-    deadline = time.monotonic() + 120
-    while manager.latest() is None and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (run / "model.safetensors").exists(), "the run finished before it could be killed"
-    _, _, state = CheckpointManager.load(manager.latest())
-    assert state["batch"] > 0, "expected to resume mid-epoch"
-
-    subprocess.run(_cli("train", *common, f"train.output_dir={run}", "--resume"),
-                   check=True, env=env, capture_output=True)
-    _assert_same_weights(_weights(run / "model.safetensors"), _weights(reference / "model.safetensors"))
+    run, reference = tmp_path / "killed", tmp_path / "reference"
+    _helpers.kill_and_resume([str(config), "train.epochs=3", "train.checkpoint_every=10", "train.keep_checkpoints=50"],
+                             reference, run, timeout=120)
+    _helpers.assert_same_weights(_weights(run / "model.safetensors"), _weights(reference / "model.safetensors"))
     with open(run / "log.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
 
@@ -146,3 +112,113 @@ def test_divergence_is_reported_as_a_package_error(tmp_path):
         train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=20", "optim.lr=1e30", "optim.clip_grad=null",
                    "optim.warmup_epochs=0"))
     assert isinstance(info.value, S4VisionError) and isinstance(info.value, FloatingPointError)
+
+
+# -- reliability: resume, locks, paths, schedules ------------------------------------------------
+
+
+def _log(run):
+    with open(run / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_an_intact_one(tmp_path):
+    result = train(_cfg(tmp_path, "train.epochs=1", "train.checkpoint_every=10", "train.keep_checkpoints=10"))
+    final = _weights(result.model_file)
+    manager = CheckpointManager(tmp_path / "run" / "checkpoints")
+    newest = manager.latest()  # the end of the epoch, step 45
+    data = (newest / "trainer_state.pt").read_bytes()
+    (newest / "trainer_state.pt").write_bytes(data[: len(data) // 3])
+    with pytest.warns(RuntimeWarning, match=f"{newest}.*damaged.*trainer_state.pt"):
+        again = train(_cfg(tmp_path, "train.epochs=1", "train.checkpoint_every=10", "train.keep_checkpoints=10"),
+                      resume=True)
+    assert again.global_step == 45
+    _helpers.assert_same_weights(_weights(again.model_file), final)  # steps 41-45 replayed exactly
+    assert manager.latest().name == "step_00000045"  # rewritten, intact
+    assert (manager.directory / ".damaged-step_00000045").is_dir()
+
+
+def test_resume_with_another_model_names_both(tmp_path):
+    train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=3"))
+    with pytest.raises(ValueError, match=f"holds a '{_helpers.TINY}' model, not 'resnet10t'"):
+        train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=3", "model.name=resnet10t"), resume=True)
+    with pytest.raises(ValueError, match="does not fit.*mis-shaped"):  # same name, other width
+        train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=3", "model.kwargs.width=8"), resume=True)
+
+
+def test_extending_a_finished_run_replans_the_schedule(tmp_path, capsys):
+    """Raising train.epochs on resume: from the step reached, the learning rate is the one a run
+    planned for the new length has there (not the old schedule's final value)."""
+    train(_cfg(tmp_path, "train.epochs=1", name="short"))
+    capsys.readouterr()
+    extended = train(_cfg(tmp_path, "train.epochs=3", name="short"), resume=True)
+    assert "re-planned" in capsys.readouterr().out
+    planned = train(_cfg(tmp_path, "train.epochs=3", name="planned"))
+    assert extended.global_step == planned.global_step == 135
+    rows, reference = _log(tmp_path / "short"), _log(tmp_path / "planned")
+    assert [r["lr"] for r in rows[1:]] == [r["lr"] for r in reference[1:]]  # at steps 90 and 135
+    assert float(rows[1]["lr"]) > 10 * float(rows[2]["lr"])  # mid-cosine at step 90, not the old floor
+
+
+def test_nothing_left_to_train_keeps_the_held_out_accuracy(tmp_path, capsys):
+    first = train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=6"))
+    held_out = yaml.safe_load(first.model_file.with_suffix(".yaml").read_text())["held_out_top1"]
+    capsys.readouterr()
+    again = train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=6"), resume=True)
+    assert "nothing left to train" in capsys.readouterr().out and again.global_step == 6
+    sidecar = yaml.safe_load(again.model_file.with_suffix(".yaml").read_text())
+    assert sidecar["held_out_top1"] == pytest.approx(held_out, abs=1e-3)
+
+
+def test_a_second_trainer_on_a_held_folder_refuses_before_writing(tmp_path):
+    from s4vision.engine.runlock import RunFolderLockedError, RunLock
+
+    folder = tmp_path / "run"
+    with RunLock(folder):
+        with pytest.raises(RunFolderLockedError, match=f"{folder} is in use.*PID {os.getpid()}"):
+            train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=3"))
+    assert sorted(p.name for p in folder.iterdir()) == [".s4vision.lock"]  # nothing written
+    train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=3"))  # released: the folder is free
+
+
+def test_paths_are_checked_before_the_work(tmp_path, monkeypatch):
+    train_module = importlib.import_module("s4vision.engine.train")  # not the re-exported function
+
+    monkeypatch.setattr(train_module.Trainer, "_datasets", lambda self: pytest.fail("datasets were built"))
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ValueError, match="train.output_dir .*file is a file, not a folder"):
+        train(_cfg(tmp_path, name="file"))
+    with pytest.raises(ValueError, match="cannot be created: .*file is a file"):
+        train(_cfg(tmp_path, name="file/run"))
+    with pytest.raises(FileNotFoundError, match="model.checkpoint file not found: .*nope.safetensors"):
+        train(_cfg(tmp_path, f"model.checkpoint={tmp_path / 'nope.safetensors'}"))
+
+
+def test_a_full_disk_stops_the_run_with_one_error_and_intact_checkpoints(tmp_path, monkeypatch):
+    import errno
+
+    from s4vision.engine.train import StorageFullError
+
+    real_save = CheckpointManager.save
+    calls = []
+
+    def fill_up(self, step, *args, **kwargs):
+        calls.append(step)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(CheckpointManager, "save", fill_up)
+    with pytest.raises(StorageFullError, match="no space left.*--resume") as info:
+        train(_cfg(tmp_path, "train.epochs=1", "train.checkpoint_every=5", "train.keep_checkpoints=5"))
+    assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC
+    checkpoints = CheckpointManager(tmp_path / "run" / "checkpoints").checkpoints()
+    assert [p.name for p in checkpoints] == ["step_00000005", "step_00000010"]
+    for checkpoint in checkpoints:
+        assert verify_checkpoint(checkpoint)
+
+
+def test_metadata_records_the_classes_and_dataset_root(tmp_path):
+    result = train(_cfg(tmp_path, "train.epochs=1", "train.max_steps=2"))
+    meta = read_model_metadata(result.model_file)
+    assert meta["classes"] == [str(i) for i in range(10)] and meta["data_root"] is None

@@ -199,3 +199,140 @@ def test_bad_arguments(kwargs, match):
 def test_bad_lengths_and_rates(L, rate, match):
     with pytest.raises(ValueError, match=match):
         S4DKernel(2, 8)(L, rate)
+
+
+# -- fused cell kernels (the fast path S4ND uses) against the plain half-step kernels -------------
+
+
+def _half_step_cells(gen, L, rate):
+    """The plain path: ``2L`` causal taps at half the step (autograd through the generator's
+    own ``_kernel``), paired into cells as :func:`centred_kernel` does with ``half_step=True``."""
+    from s4vision.kernels.ssm import SSMKernelBase
+
+    return SSMKernelBase._cells(gen, L, rate)
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+@pytest.mark.parametrize("bandlimit", [None, 0.5])
+@pytest.mark.parametrize("lengths,rates", [((9, 9), (1.0, 1.0)), ((6, 11), (0.7, 2.0)), ((1, 4), (1.0, 0.3))])
+def test_fused_cells_match_half_step_kernels_with_gradients(disc, bandlimit, lengths, rates):
+    from s4vision.kernels.ssm import centred_kernels
+
+    gens = [S4DKernel(3 + a, 16, channels=2, disc=disc, bandlimit=bandlimit, dt_min=0.1, dt_max=1.0).double()
+            for a in range(2)]
+    with torch.no_grad():
+        for g in gens:
+            for p in g.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    if bandlimit is not None:  # some modes are dropped for every feature, others only for some
+        assert 0 < sum(g.mode_mask(r).sum() for g, r in zip(gens, rates)) < sum(g.mode_mask(r).numel() for g, r in zip(gens, rates))
+    fused = centred_kernels(gens, lengths, rates, bidirectional=None)
+    plain = [_half_step_cells(g, L, r) for g, L, r in zip(gens, lengths, rates)]
+    weights = [torch.randn_like(k) for k in plain]
+    params = [p for g in gens for p in g.parameters()]
+    got = torch.autograd.grad(sum((w * k).sum() for w, k in zip(weights, fused)), params)
+    ref = torch.autograd.grad(sum((w * k).sum() for w, k in zip(weights, plain)), params)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+
+
+def test_fused_zoh_cells_gradcheck():
+    """The hand-written backward of the fused ZOH cells against finite differences, with a band
+    limit that masks some modes and drops others everywhere."""
+    from s4vision.kernels.ssm import _ZOHCells
+
+    gens = [S4DKernel(2, 8, channels=2, bandlimit=0.5).double() for _ in range(2)]
+    with torch.no_grad():  # S4D-lin modes m have frequency dt m / 2: kept while dt m < 0.5
+        gens[0].log_dt.copy_(torch.tensor([0.3, 0.6]).log())
+        gens[1].log_dt.copy_(torch.tensor([0.2, 0.9]).log())
+    rates = (1.0, 0.6)
+    scale = torch.cat([torch.full((2,), r / 2, dtype=torch.float64) for r in rates])
+    mask = torch.cat([g.mode_mask(r) for g, r in zip(gens, rates)])
+    keep = mask.any(0)
+    assert not keep.all() and not mask[:, keep].all()
+    index = keep.nonzero()[:, 0]
+    inputs = [p.detach().clone().requires_grad_() for g in gens for p in (g.log_dt, g.log_A_real, g.A_imag, g.B, g.C)]
+    assert torch.autograd.gradcheck(lambda *p: _ZOHCells.apply(scale, mask, index, 5, *p), inputs)
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("kind", ["s4d", "s4"])
+def test_centred_kernels_on_the_test_device(device, kind):
+    """Kernels and their gradients on the test device (float32) against float64 on the CPU."""
+    from s4vision.kernels.ssm import centred_kernels
+
+    gens = [ssm_kernel(kind, 4, 16, 2, disc="zoh", bandlimit=1.0, dt_min=0.1, dt_max=1.0).double() for _ in range(2)]
+    on_device = [ssm_kernel(kind, 4, 16, 2, disc="zoh", bandlimit=1.0).to(device) for _ in range(2)]
+    for a, b in zip(on_device, gens):
+        a.load_state_dict({k: v.float() for k, v in b.state_dict().items()})
+    lengths, rates = (9, 14), (1.0, 0.5)
+    got = centred_kernels(on_device, lengths, rates)
+    ref = centred_kernels(gens, lengths, rates)
+    weights = [torch.randn_like(r) for r in ref]
+    grads = torch.autograd.grad(sum((w.float().to(device) * k).sum() for w, k in zip(weights, got)),
+                                [p for g in on_device for p in g.parameters()])
+    ref_grads = torch.autograd.grad(sum((w * k).sum() for w, k in zip(weights, ref)), [p for g in gens for p in g.parameters()])
+    for a, b in zip(got, ref):
+        assert a.device.type == device.type
+        torch.testing.assert_close(a.double().cpu(), b, atol=1e-5, rtol=1e-4)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a.double().cpu(), b, atol=1e-4, rtol=1e-3)
+
+
+def test_expm_matches_matrix_exp():
+    """The scaling-and-squaring Taylor exponential against torch's, in both precisions and at
+    norms that need several squarings."""
+    from s4vision.kernels.ssm import _expm
+
+    for dtype, tol in ((torch.complex128, 1e-12), (torch.complex64, 2e-5)):
+        for scale in (0.1, 3.0, 60.0):
+            X = torch.randn(4, 9, 9, dtype=torch.complex128) * scale / 3
+            ref = torch.linalg.matrix_exp(X)
+            got = _expm(X.to(dtype)).to(torch.complex128)
+            assert ((got - ref).norm() / ref.norm()) < tol
+
+
+def test_direct_and_split_vandermonde_agree_with_gradients(monkeypatch):
+    """The direct product (hand-written backward) against the sqrt(L)-split one (autograd)."""
+    from s4vision.kernels.ssm import vandermonde_kernel
+
+    CB = torch.randn(2, 3, 5, dtype=torch.complex128, requires_grad=True)
+    log_dA = torch.complex(-torch.rand(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)).requires_grad_()
+    w = torch.randn(2, 3, 40, dtype=torch.float64)
+    direct = vandermonde_kernel(CB, log_dA, 40)
+    g_direct = torch.autograd.grad((direct * w).sum(), [CB, log_dA])
+    monkeypatch.setattr(ssm_module, "_DIRECT_MAX_TAPS", 0)
+    split = vandermonde_kernel(CB, log_dA, 40)
+    assert split.grad_fn.name() != direct.grad_fn.name()
+    g_split = torch.autograd.grad((split * w).sum(), [CB, log_dA])
+    torch.testing.assert_close(direct, split)
+    for a, b in zip(g_direct, g_split):
+        torch.testing.assert_close(a, b)
+    powers = torch.exp(log_dA[..., None] * torch.arange(40, dtype=torch.float64))  # independent reference
+    torch.testing.assert_close(direct, 2 * torch.einsum("chm,hml->chl", CB, powers).real)
+
+
+@pytest.mark.parametrize("disc,method", [("zoh", "cauchy"), ("bilinear", "krylov")])
+def test_fused_dplr_cells_match_half_step_kernels_with_gradients(disc, method):
+    """Dense (DPLR) generators of two axes in one exponential and one Krylov product of dA^2,
+    against pairing 2L half-step taps of each, values and gradients."""
+    from s4vision.kernels.ssm import centred_kernels
+
+    gens = [S4Kernel(3, 8, channels=2, disc=disc, method=method, bandlimit=0.5, dt_min=0.05, dt_max=0.5).double()
+            for _ in range(2)]
+    with torch.no_grad():
+        for g in gens:
+            g.P.add_(0.1 * torch.randn_like(g.P))
+    lengths, rates = (7, 12), (1.0, 0.4)
+    fused = centred_kernels(gens, lengths, rates, bidirectional=None)
+    plain = [_half_step_cells(g, L, r) for g, L, r in zip(gens, lengths, rates)]
+    weights = [torch.randn_like(k) for k in plain]
+    params = [p for g in gens for p in g.parameters()]
+    got = torch.autograd.grad(sum((w * k).sum() for w, k in zip(weights, fused)), params)
+    ref = torch.autograd.grad(sum((w * k).sum() for w, k in zip(weights, plain)), params)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)

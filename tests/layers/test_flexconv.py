@@ -144,3 +144,116 @@ def test_argument_errors(build, match):
 def test_input_errors(ndim, x_shape, match):
     with pytest.raises(ValueError, match=match):
         FlexConv(3, ndim, kernel_hidden=8)(torch.randn(x_shape))
+
+
+# -- cropping by the mask, direct and FFT paths ------------------------------------------------------
+
+
+def _full_conv(layer, x):
+    """The reference: the uncropped kernel by ``fft_conv_nd`` (no bias, no projection)."""
+    from s4vision.ops import fft_conv_nd
+
+    return fft_conv_nd(x, layer.kernel(tuple(x.shape[2:])))
+
+
+def test_crop_changes_the_output_by_less_than_the_threshold_bound():
+    """Every cropped tap has mask < threshold, so |y_crop - y_full| <= threshold * sum |net| * volume
+    * max |x| per feature; the crop really happens and really changes the output a little."""
+    threshold = 1e-2
+    layer = FlexConv(3, 2, kernel_hidden=8, out_proj=None, bias=False, mask_sigma=0.1, mask_threshold=threshold).double()
+    with torch.no_grad():
+        layer.mask.mu.copy_(torch.tensor([0.1, -0.05]))
+    sizes = (20, 24)
+    x = torch.randn(2, 3, *sizes, dtype=torch.float64)
+    half = layer.crop(sizes)
+    assert all(0 < h < s - 1 for h, s in zip(half, sizes))
+    full, cropped = _full_conv(layer, x), layer(x)
+    coords = torch.stack(torch.meshgrid(*[(torch.arange(2 * s - 1, dtype=torch.float64) - (s - 1)) / s for s in sizes],
+                                        indexing="ij"), -1)
+    kept = torch.zeros(coords.shape[:2], dtype=torch.bool)
+    kept[tuple(slice(s - 1 - h, s + h) for s, h in zip(sizes, half))] = True
+    mu, sigma = layer.mask.mu.detach(), layer.mask.log_sigma.detach().exp()
+    mask = torch.exp(-0.5 * ((coords - mu) / sigma).square().sum(-1))
+    assert mask[~kept].max() < threshold <= mask[kept].max()
+    dropped_mass = (layer.kernel_net(coords).abs() * ~kept[..., None] / math.prod(sizes)).sum((0, 1))  # (dim,)
+    bound = threshold * dropped_mass[None, :, None, None] * x.abs().amax((2, 3), keepdim=True)
+    change = (cropped - full).abs()
+    assert (change <= bound).all()
+    assert change.max() > 1e-6 * full.abs().max()  # the crop dropped something
+
+
+def test_crop_follows_the_mask_extent():
+    """The crop grows with sigma and follows mu; without a mask (or with a wide one) nothing is cropped."""
+    layer = FlexConv(2, 2, kernel_hidden=8, mask_threshold=1e-3)
+    widths = []
+    for sigma in (0.02, 0.05, 0.1, 0.2):
+        with torch.no_grad():
+            layer.mask.log_sigma.fill_(math.log(sigma))
+        widths.append(layer.crop((64, 64))[0])
+    assert widths == sorted(widths) and widths[0] < widths[-1] < 63
+    radius = math.sqrt(2 * math.log(1e3))  # where the mask drops below 1e-3, in units of sigma
+    assert widths[2] == math.floor(0.1 * radius * 64)
+    with torch.no_grad():
+        layer.mask.mu.fill_(0.3)
+    assert layer.crop((64, 64))[0] > widths[2]
+    assert FlexConv(2, 2, kernel_hidden=8, mask=False).crop((64, 64)) == (63, 63)
+    assert FlexConv(2, 2, kernel_hidden=8).crop((64, 64)) == (63, 63)  # default threshold, sigma 0.25
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("sigma", [0.01, 0.04, 0.3])  # direct conv, small FFT, full FFT
+def test_direct_and_fft_paths_match_the_cropped_kernel(grad, sigma):
+    from s4vision.ops import fft_conv_nd
+
+    layer = FlexConv(3, 2, kernel_hidden=8, out_proj=None, bias=False, mask_sigma=sigma, mask_threshold=1e-3).double()
+    sizes = (16, 18)
+    x = torch.randn(2, 3, *sizes, dtype=torch.float64, requires_grad=grad)
+    half = layer.crop(sizes)
+    k = layer.kernel(sizes)[(slice(None),) + tuple(slice(s - 1 - h, s + h) for s, h in zip(sizes, half))]
+    with torch.set_grad_enabled(grad):
+        y = layer(x)
+        ref = fft_conv_nd(x, k)
+    torch.testing.assert_close(y, ref)
+    if grad:
+        g = torch.randn_like(y)
+        params = [x] + [p for p in layer.parameters()]
+        got = torch.autograd.grad((y * g).sum(), params, allow_unused=True)
+        exp = torch.autograd.grad((ref * g).sum(), params, allow_unused=True)
+        for a, b in zip(got, exp):
+            torch.testing.assert_close(a, b)
+
+
+def test_spectrum_is_cached_in_eval_and_invalidated():
+    layer = FlexConv(2, 2, kernel_hidden=8).eval()
+    x = torch.randn(1, 2, 12, 12)
+    with torch.no_grad():
+        y = layer(x)
+        calls = []
+        original = layer._kernel
+        layer._kernel = lambda *a: calls.append(a) or original(*a)
+        torch.testing.assert_close(layer(x), y)
+        assert not calls  # the cached spectrum served the second call
+        layer.mask.log_sigma.add_(0.2)
+        assert not torch.allclose(layer(x), y) and calls
+
+
+def test_mask_threshold_errors():
+    for bad in (0.0, 1.0, -1e-3):
+        with pytest.raises(ValueError, match="mask_threshold"):
+            FlexConv(2, 2, mask_threshold=bad)
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("sigma", [0.03, 0.25])  # direct (cropped) and FFT
+def test_layer_on_the_test_device(device, sigma):
+    ref = FlexConv(3, 2, kernel_hidden=8, mask_sigma=sigma, mask_threshold=1e-3).double()
+    layer = FlexConv(3, 2, kernel_hidden=8, mask_sigma=sigma, mask_threshold=1e-3).to(device)
+    layer.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    x = torch.randn(2, 3, 16, 20, dtype=torch.float64)
+    y = layer(x.float().to(device))
+    y_ref = ref(x)
+    torch.testing.assert_close(y.double().cpu(), y_ref, atol=1e-4, rtol=1e-4)
+    y.square().sum().backward()
+    y_ref.square().sum().backward()
+    for p, p_ref in zip(layer.parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad.double().cpu(), p_ref.grad, atol=1e-3, rtol=1e-3)

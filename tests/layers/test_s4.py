@@ -143,3 +143,17 @@ def test_bad_construction_and_recurrent_misuse():
         layer.stream(torch.randn(2, 4, 3), torch.zeros(1, 4, 4, 2))
     with pytest.raises(ValueError, match=r"\(B, dim\)"):
         layer.step(torch.randn(2, 4, 3), layer.default_state(2))
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_stream_on_the_test_device(device, kernel):
+    """The causal convolution and the chunked recurrence agree on the test device."""
+    layer = S4(8, 16, kernel=kernel, channels=2).to(device).eval()
+    x = torch.randn(2, 8, 300, device=device)
+    with torch.no_grad():
+        y = layer(x, rate=1.0)
+        first, state = layer.stream(x[..., :120])
+        second, _ = layer.stream(x[..., 120:], state)
+    assert y.device.type == device.type
+    assert _rel(torch.cat([first, second], -1).cpu(), y.cpu()) < 1e-4

@@ -318,10 +318,10 @@ def test_pooled_matrices_are_cached_in_eval_and_invalidated():
     x = torch.randn(1, 2, 6, 6)
     with torch.no_grad():
         y = layer(x)
-        first = layer._pooled_matrices((6, 6), (1.0, 1.0))
-        assert layer._pooled_matrices((6, 6), (1.0, 1.0)) is first
+        first = layer._matrices((6, 6), (1.0, 1.0))
+        assert layer._matrices((6, 6), (1.0, 1.0)) is first
         layer.ssm[1].log_dt.add_(0.3)
-        assert layer._pooled_matrices((6, 6), (1.0, 1.0)) is not first
+        assert layer._matrices((6, 6), (1.0, 1.0)) is not first
         assert not torch.allclose(layer(x), y)
 
 
@@ -336,3 +336,24 @@ def test_eval_again_keeps_the_cached_kernels():
         layer.train()
         layer.eval()
         assert layer.kernel_factors((5, 5))[0].data_ptr() != k1.data_ptr()
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("kernel", ["s4d", "s4"])
+@pytest.mark.parametrize("stride", [None, 2])
+def test_layer_on_the_test_device(device, kernel, stride):
+    """float32 forward and backward on the test device against float64 on the CPU; bf16 autocast runs."""
+    ref = make(6, 2, kernel=kernel, stride=stride, out_proj="glu", bandlimit=1.0).double()
+    layer = make(6, 2, kernel=kernel, stride=stride, out_proj="glu", bandlimit=1.0).to(device)
+    layer.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    x = torch.randn(2, 6, 20, 18, dtype=torch.float64)
+    xd = x.float().to(device).requires_grad_()
+    y = layer(xd)
+    y_ref = ref(x)
+    torch.testing.assert_close(y.double().cpu(), y_ref, atol=1e-4, rtol=1e-4)
+    y.square().sum().backward()
+    y_ref.square().sum().backward()
+    for (name, p), p_ref in zip(layer.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad.double().cpu(), p_ref.grad, atol=1e-3, rtol=1e-3, msg=name)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        assert torch.isfinite(layer(xd)).all()

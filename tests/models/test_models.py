@@ -94,9 +94,9 @@ def test_default_cfg_is_honest(name):
     state = model.state_dict()
     assert cfg["first_conv"] + ".weight" in state
     assert cfg["classifier"] + ".weight" in state
-    # the training resolution is the config's input size and is stored in the checkpoint
-    spatial = tuple(cfg["input_size"][1:])
-    expected = (16,) + spatial if "3d" in name else spatial
+    # the training resolution is the config's input size ((C, T, H, W) for clips) and is stored in the checkpoint
+    expected = tuple(cfg["input_size"][1:])
+    assert len(expected) == (3 if "3d" in name else 2)
     assert model.train_resolution == expected
     assert tuple(state["grid.size"].shape) == (len(expected),)
     assert not [k for k in state if k.endswith(".grid.size")]  # layers' grids are views of the model's
@@ -131,7 +131,7 @@ def test_big_models_construct_on_meta(name):
     assert all(p.device.type == "meta" for p in model.parameters())
     cfg = model.pretrained_cfg
     reduction = model.feature_info[-1]["reduction"]
-    assert tuple(cfg["pool_size"][-2:]) == tuple(s // reduction for s in cfg["input_size"][1:])
+    assert tuple(cfg["pool_size"][-2:]) == tuple(s // reduction for s in cfg["input_size"][-2:])
     assert model.feature_info[-1]["num_chs"] == model.num_features == model.head_hidden_size
 
 
@@ -366,7 +366,8 @@ def test_pretrained_corrupted_zoo_file_names_sha(tmp_path, no_network, monkeypat
 
     path = tmp_path / "ccnn_micro.mnist5k.safetensors"
     save_file({k: v.contiguous() for k, v in timm.create_model("ccnn_micro").state_dict().items()}, str(path))
-    monkeypatch.setattr(zoo, "manifest_entry", lambda p: {"file": path.name, "sha256": "0" * 64})
+    monkeypatch.setattr(zoo, "manifest_entry",
+                        lambda p: {"model": "ccnn_micro", "tag": "mnist5k", "file": path.name, "sha256": "0" * 64})
     with pytest.raises(ValueError, match="0" * 64):
         timm.create_model("ccnn_micro", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
 

@@ -88,3 +88,34 @@ def test_errors(u_shape, k_shape, match):
 def test_rejects_complex():
     with pytest.raises(TypeError, match="real"):
         fft_conv_nd(torch.randn(1, 2, 5, dtype=torch.complex64), torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("sizes,ksizes", [((16,), (31,)), ((12, 20), (23, 39)), ((9, 10), (7, 3)), ((6, 5, 7), (11, 9, 13))])
+def test_centred_transforms_are_only_as_long_as_the_kept_outputs_need(monkeypatch, sizes, ksizes):
+    """A centred convolution keeps outputs K//2 .. K//2 + S - 1 of the full linear one, so
+    transforms of next_fast_len(S + K // 2) samples suffice (not S + K - 1): still no wrap-around
+    in what is kept, with gradients."""
+    from s4vision.ops import next_fast_len
+
+    seen = []
+    original = torch.fft.rfftn
+    monkeypatch.setattr(torch.fft, "rfftn", lambda x, s=None, dim=None, **kw: seen.append(tuple(s)) or original(x, s=s, dim=dim, **kw))
+    u = torch.randn(2, 3, *sizes, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(3, *ksizes, dtype=torch.float64, requires_grad=True)
+    y = fft_conv_nd(u, k)
+    assert set(seen) == {tuple(next_fast_len(s + K // 2) for s, K in zip(sizes, ksizes))}
+    ref = direct_conv(u, k)
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad((y * g).sum(), [u, k]), torch.autograd.grad((ref * g).sum(), [u, k])):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("sizes,ksizes", [((64,), (127,)), ((20, 24), (39, 47)), ((6, 8, 10), (11, 15, 19))])
+def test_on_the_test_device(device, sizes, ksizes):
+    u = torch.randn(2, 3, *sizes, dtype=torch.float64)
+    k = torch.randn(3, *ksizes, dtype=torch.float64) / 10
+    y = fft_conv_nd(u.float().to(device), k.float().to(device))
+    assert y.device.type == device.type
+    torch.testing.assert_close(y.double().cpu(), direct_conv(u, k), atol=1e-4, rtol=1e-4)

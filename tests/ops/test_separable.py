@@ -22,6 +22,8 @@ CASES = [
     ((12, 1), (23, 1)),
     ((3, 4, 5), (5, 7, 9)),
     ((4, 2, 3), (3, 9, 1)),
+    ((16, 21), (31, 41)),  # long enough for the copy-free Toeplitz passes
+    ((17, 16, 18), (33, 5, 35)),
 ]
 
 
@@ -137,3 +139,23 @@ def test_type_errors():
         separable_conv_nd(torch.randn(1, 3, 5), torch.randn(3, 3))
     with pytest.raises(TypeError, match="real"):
         separable_conv_nd(torch.randn(1, 3, 5), [torch.randn(3, 3, dtype=torch.complex64)])
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("sizes,ksizes", [((20, 24), (39, 47)), ((7, 10), (13, 19)), ((5, 6, 7), (9, 11, 13))])
+def test_paths_on_the_test_device(device, path, sizes, ksizes):
+    """float32 on the test device against the float64 CPU reference, with gradients."""
+    u = torch.randn(2, 3, *sizes, dtype=torch.float64)
+    ks = factors(ksizes, rank=2)
+    g = torch.randn(2, 3, *sizes, dtype=torch.float64)
+    leaves = [t.float().to(device).requires_grad_() for t in (u, *ks)]
+    y = separable_conv_nd(leaves[0], leaves[1:], path=path)
+    assert y.device.type == device.type and y.dtype == torch.float32
+    grads = torch.autograd.grad((y * g.float().to(device)).sum(), leaves)
+    ref_leaves = [t.clone().requires_grad_() for t in (u, *ks)]
+    ref = fft_conv_nd(ref_leaves[0], separable_kernel(ref_leaves[1:]))
+    ref_grads = torch.autograd.grad((ref * g).sum(), ref_leaves)
+    torch.testing.assert_close(y.double().cpu(), ref, atol=1e-4, rtol=1e-4)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a.double().cpu(), b, atol=1e-3, rtol=1e-3)

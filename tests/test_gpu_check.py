@@ -1,0 +1,49 @@
+"""tools/gpu_check.py: without a GPU its dry run exercises every stage's plumbing on the CPU."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import _helpers
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["tests", "bf16_training", "compile_inductor", "torchrun_nccl", "bench_scan", "bench_models", "bench_nd"]
+
+
+@pytest.mark.slow
+def test_dry_run_passes_every_stage_and_writes_json_and_markdown(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--dry-run", "--out-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, env=_helpers.subprocess_env(), cwd=ROOT)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["dry_run"] and report["device"] == "cpu"
+    assert [s["name"] for s in report["stages"]] == STAGES
+    assert all(s["status"] == "passed" for s in report["stages"]), [(s["name"], s.get("error")) for s in report["stages"]]
+    by_name = {s["name"]: s["result"] for s in report["stages"]}
+    assert set(by_name["bf16_training"]) >= {"s4nd_convnext_atto", "s4nd_convnext3d_atto", "ccnn_micro", "vis4mer"}
+    assert by_name["torchrun_nccl"]["backend"] == "gloo"  # nccl on a GPU
+    assert by_name["compile_inductor"]["relative_error"] < 1e-3
+    assert {r["model"] for r in by_name["bench_models"]["results"]} == {"s4nd_convnext_atto", "convnext_atto"}
+    markdown = (tmp_path / "gpu_check.md").read_text()
+    assert "dry run on CPU" in markdown
+    for name in STAGES:
+        assert f"| {name} | passed |" in markdown
+
+
+def test_failed_stage_is_reported_and_sets_the_exit_code(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+
+    def broken(check):
+        raise RuntimeError("stage broke")
+
+    monkeypatch.setattr(gpu_check, "STAGES", [("tests", broken)])
+    assert gpu_check.main(["--dry-run", "--out-dir", str(tmp_path), "--stages", "tests"]) == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["stages"][0]["status"] == "failed" and "stage broke" in report["stages"][0]["error"]
+    assert "| tests | failed |" in (tmp_path / "gpu_check.md").read_text()

@@ -116,10 +116,13 @@ def is_tracing() -> bool:
     values and shapes are unknown, so input checks step aside (they run again on real tensors)."""
     from torch.fx import _symbolic_trace
 
-    # newer torch names the precise question; the older name also answers True under torch.export
-    check = getattr(_symbolic_trace, "is_fx_tracing_symbolic_tracing", None) or getattr(
-        _symbolic_trace, "is_fx_tracing", None)
-    return bool(check is not None and check())
+    # newer torch names the precise question (and warns on the older name, which also answers
+    # True under torch.export)
+    for name in ("is_fx_symbolic_tracing", "is_fx_tracing_symbolic_tracing", "is_fx_tracing"):
+        check = getattr(_symbolic_trace, name, None)
+        if check is not None:
+            return bool(check())
+    return False
 
 
 def check_channels_first(x: object, channels: int, ndim: int, name: str = "input") -> None:

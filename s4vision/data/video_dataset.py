@@ -70,10 +70,8 @@ class BadVideoFilesError(S4VisionError, RuntimeError):
         self.bad_files = bad_files
         shown = "\n".join(f"  {path}: {reason}" for path, reason in bad_files[:10])
         more = f"\n  ... and {len(bad_files) - 10} more" if len(bad_files) > 10 else ""
-        super().__init__(
-            f"{len(bad_files)} of {total} videos cannot be read "
-            f"(pass skip_bad=True to skip them):\n{shown}{more}"
-        )
+        self.summary, self.listing = f"{len(bad_files)} of {total} videos cannot be read", shown + more
+        super().__init__(f"{self.summary} (pass --skip-bad, skip_bad=True, to skip them):\n{self.listing}")
 
 
 def record_span(record: VideoRecord, num_frames: int, fps: float) -> tuple[int, int]:
@@ -307,7 +305,7 @@ class VideoClipDataset(_ClipPlan):
             error = BadVideoFilesError(self.bad_files, len(records))
             if not skip_bad:
                 raise error
-            warnings.warn(f"skipping {error}", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"skipping {error.summary}:\n{error.listing}", RuntimeWarning, stacklevel=2)
         if not self.videos:
             raise InvalidValueError(f"no readable video in {str(annotation_file)!r}")
         self._labels = [record.label for record in self.videos]

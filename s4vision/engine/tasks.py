@@ -388,6 +388,10 @@ class VideoFeatureTask(_VideoTask):
         self.spec = self._make_spec(self.train_set.frame_rates, lengths)
         self.eval_set.warn_other_rates(self.spec.source_fps)
 
+    def resolution_at_epoch(self, epoch: int) -> int:
+        """The frame size the features were extracted at (``data.resolution`` does not apply)."""
+        return int(self.train_set.settings.get("size") or 0)
+
     def describe(self, resolution: int) -> str:
         return ""  # the features were computed at the extraction's size
 

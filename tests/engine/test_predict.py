@@ -1,6 +1,8 @@
 """``s4vision predict`` on images, and the bad input of ``predict`` and video ``eval``: each gives one
 line naming the file or value (exit status 2), and nothing is predicted from a wrong input."""
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,12 @@ def _error(capsys, argv) -> str:
     lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+def _damaged_copy(source, target):
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +94,7 @@ def test_damaged_videos_among_many_are_listed_and_skipped_only_when_asked(video_
     folder.mkdir()
     for name in ("val_00000.mp4", "val_00001.mp4"):
         (folder / name).write_bytes((video_bench / "val" / name).read_bytes())
-    data = (video_bench / "val" / "val_00002.mp4").read_bytes()
-    (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    _damaged_copy(video_bench / "val" / "val_00002.mp4", folder / "truncated.mp4")
     (folder / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes())
     line = _error(capsys, ["predict", str(video_runs[1]), str(folder)])
     assert line.startswith("error: 2 of 4 inputs cannot be predicted") and "--skip-bad" in line
@@ -148,3 +155,65 @@ def test_training_names_videos_shorter_than_a_clip_before_any_work(video_bench, 
     trainer = Trainer(config_from_dict(cfg))  # loops the 32 frames to 40 samples
     clip, _, times = trainer.train_set[0]
     assert clip.shape[1] == 40 and (times.diff() > 0).all()
+
+
+def test_eval_lists_damaged_videos_among_many_and_skips_them_only_when_asked(video_runs, video_bench, tmp_path,
+                                                                              capsys):
+    """Two damaged files among the six held-out videos: eval names both and evaluates nothing;
+    with --skip-bad it scores the other six, with the run's own figures."""
+    val = video_bench / "val"
+    _damaged_copy(val / "val_00002.mp4", tmp_path / "truncated.mp4")
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    rows = (video_bench / "val.csv").read_text().strip().splitlines()
+    (tmp_path / "val.csv").write_text("\n".join([rows[0], *(f"{val.parent / r.split(',')[0]},{r.split(',', 1)[1]}"
+                                                              for r in rows[1:]),
+                                                 f"{tmp_path / 'truncated.mp4'},1", f"{tmp_path / 'noise.mp4'},2"]))
+    argv = ["eval", str(video_runs[2]), "--data", str(tmp_path / "val.csv"), "--no-progress",
+            "--report", str(tmp_path / "report")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 2 of 8 videos cannot be read") and "--skip-bad" in err and "Traceback" not in err
+    assert "truncated.mp4" in err and "noise.mp4" in err and "val_00000" not in err
+    assert not (tmp_path / "report" / "report.json").exists()
+    assert main(argv + ["--skip-bad", "--json", str(tmp_path / "eval.json")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipping 2 of 8 videos cannot be read" in err
+    assert "truncated.mp4" in err and "noise.mp4" in err
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["count"] == 6 and {Path(v["path"]).name for v in report["videos"]} == {
+        f"val_0000{i}.mp4" for i in range(6)}
+    with open(video_runs[2] / "log.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert report["top1"] == pytest.approx(float(last["eval_top1"]), abs=1e-3)
+    assert report["loss"] == pytest.approx(float(last["eval_loss"]), rel=1e-4)
+
+
+def test_eval_and_predict_take_frames_by_time_from_videos_at_another_rate(video_runs, video_bench, tmp_path, capsys):
+    """The held-out videos rendered at 16 fps (the same scenes, twice the frames): route 3 (windows
+    of 4 samples at 4 fps) names them in a warning and takes the frames at the same times, so its
+    predictions equal those on the 8 fps originals (up to H.264 noise). Taking frames by index
+    instead would cover half the time span and change them."""
+    from s4vision.data import make_benchmark
+    from s4vision.engine.predict import Predictor
+
+    fast_csv = make_benchmark(tmp_path / "fast", 6, _helpers.VIDEO_FRAMES, fps=_helpers.VIDEO_FPS,
+                              size=_helpers.VIDEO_SIZE, head_seconds=1.0, split="val", render_fps=2 * _helpers.VIDEO_FPS)
+    assert fast_csv.read_text() == (video_bench / "val.csv").read_text()  # the same clips and labels
+    reports = {}
+    for name, data in (("native", video_bench / "val.csv"), ("fast", fast_csv)):
+        capsys.readouterr()
+        assert main(["eval", str(video_runs[3]), "--data", str(data), "--no-progress", "--json",
+                     str(tmp_path / f"{name}.json"), "--report", str(tmp_path / name)]) == 0
+        reports[name] = (json.loads((tmp_path / f"{name}.json").read_text()), capsys.readouterr().err)
+    (native, _), (fast, warned) = reports["native"], reports["fast"]
+    assert "warning: 6 of 6 videos are not at the model's frame rate 8 fps (val_00000.mp4 at 16 fps" in warned
+    assert "resampled by time" in warned
+    assert [v["predicted"] for v in fast["videos"]] == [v["predicted"] for v in native["videos"]]
+    assert fast["loss"] == pytest.approx(native["loss"], rel=0.05)
+
+    predictor = Predictor(video_runs[3], device="cpu")
+    original = predictor.predict_video(video_bench / "val" / "val_00001.mp4")
+    with pytest.warns(RuntimeWarning, match="val_00001.mp4 is at 16 fps"):
+        resampled = predictor.predict_video(tmp_path / "fast" / "val" / "val_00001.mp4")
+    assert resampled.clips == original.clips
+    torch.testing.assert_close(resampled.logits, original.logits, atol=0.05, rtol=0.05)

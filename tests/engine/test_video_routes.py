@@ -37,8 +37,10 @@ def test_eval_and_predict_reproduce_the_runs_validation(route, video_runs, video
         most = max(int(row["label"]) for row in csv.DictReader(f))
     assert meta["classes"] == [str(i) for i in range(most + 1)]  # integer labels: the classes are their indices
     assert meta["fps"] > 0 and meta["task"] in ("video_features", "video_clips")
+    assert meta["train_resolution"] == _helpers.VIDEO_SIZE  # route 1: the frame size of the feature extraction
+    assert {int(r["resolution"]) for r in rows} == {_helpers.VIDEO_SIZE}
     if route != 1:
-        assert meta["train_resolution"] == _helpers.VIDEO_SIZE and meta["num_frames"] in (8, 4)
+        assert meta["num_frames"] in (8, 4)
 
     capsys.readouterr()
     assert main(["eval", str(run), "--no-progress", "--json", str(tmp_path / "eval.json"),
@@ -88,6 +90,7 @@ def test_stream_prints_the_running_prediction_and_refuses_a_bidirectional_head(v
     assert "needs a causal head" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_killed_video_run_resumes_to_the_same_weights(video_bench, tmp_path):
     """Route 2 (random segment sampling, decoded clips) killed with SIGKILL mid-epoch, resumed with
     --resume: the final weights equal an uninterrupted run's."""
@@ -126,6 +129,7 @@ def _memory_tool():
     return module
 
 
+@pytest.mark.slow
 def test_streaming_memory_does_not_grow_with_the_videos_length(video_runs, tmp_path):
     """``s4vision predict --stream`` in a fresh process on videos of 2,000 and 20,000 frames:
     the peak resident memory is the same within a few MiB (the 18,000 extra frames, held as the

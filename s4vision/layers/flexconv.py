@@ -176,8 +176,9 @@ class FlexConv(nn.Module):
         sizes = tuple(x.shape[2:])
         self.grid.observe(sizes)
         y = self._convolve(x, sizes, self.grid.spacings(sizes, rate))
-        if self.bias is not None:
-            y = y + self.bias.view(-1, *(1,) * self.ndim).to(y.dtype)
+        if self.bias is not None:  # y is always a new tensor: add in place when nothing records it
+            bias = self.bias.view(-1, *(1,) * self.ndim).to(y.dtype)
+            y = y + bias if torch.is_grad_enabled() else y.add_(bias)
         return self.out_proj(self.dropout(self.act(y)).to(x.dtype))
 
     def extra_repr(self) -> str:
@@ -209,6 +210,23 @@ class FlexConv(nn.Module):
                 half.append(min(limit, max(abs(math.ceil(lo)), abs(math.floor(hi)))))
         return tuple(half)
 
+    def _crop_box(self, sizes: Tuple[int, ...], spacings: Tuple[float, ...]) -> torch.Tensor:
+        """``(2 S_1 - 1, ...)``: 1 on the taps :meth:`_half_widths` keeps, 0 elsewhere, from
+        tensor operations (under ``torch.compile``, where the crop cannot read the parameters'
+        values, the full kernel times this box is the cropped kernel)."""
+        radius = math.sqrt(2 * math.log(1 / self.mask_threshold))
+        mu = self.mask.mu.detach().double()
+        sigma = self.mask.log_sigma.detach().double().exp()
+        box = None
+        for a, (s, d) in enumerate(zip(sizes, spacings)):
+            lo, hi = (mu[a] - radius * sigma[a]) / d, (mu[a] + radius * sigma[a]) / d
+            h = torch.maximum(torch.ceil(lo).abs(), torch.floor(hi).abs()).clamp(max=s - 1)
+            h = torch.where((hi < -(s - 1)) | (lo > s - 1), torch.zeros_like(h), h)
+            keep = torch.arange(1 - s, s, device=mu.device, dtype=mu.dtype).abs() <= h
+            box = keep if box is None else box[..., None] & keep
+        param = next(self.kernel_net.parameters())
+        return box.to(device=param.device, dtype=torch.float64 if param.dtype == torch.float64 else torch.float32)
+
     def _convolve(self, x: torch.Tensor, sizes: Tuple[int, ...], spacings: Tuple[float, ...]) -> torch.Tensor:
         """Depthwise convolution with the kernel cropped to :meth:`crop`: directly when it is tiny
         (``F.conv``), else by FFT with its spectrum cached in eval mode."""
@@ -223,7 +241,10 @@ class FlexConv(nn.Module):
                 return conv(x.to(k.dtype), weight, padding=half, groups=self.dim)
 
         def spectrum():
-            k, plan = _plan(sizes, self._kernel(crop, spacings), half)
+            k = self._kernel(crop, spacings)
+            if self.mask is not None and torch.compiler.is_compiling():  # no crop: zero those taps
+                k = k * self._crop_box(sizes, spacings)
+            k, plan = _plan(sizes, k, half)
             return torch.fft.rfftn(k, s=plan.fft_sizes, dim=plan.dims), plan
 
         k_f, plan = self._cache(self, ("spectrum", sizes, spacings, half), spectrum)

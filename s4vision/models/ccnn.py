@@ -5,10 +5,11 @@ Paper: `Modelling Long Range Dependencies in ND: From Task-Specific to a General
 
 A separable FlexConv stem, then ``depth`` residual blocks
 ``x + GELU(pointwise(dropout(GELU(SepFlexConv(norm(x))))))``, a final norm, global mean pooling
-and a linear classifier. Every FlexConv kernel is a MAGNet over relative positions spanning the
-whole input. The named configurations ``ccnn_{blocks}_{hidden}`` are the paper's (``ccnn_4_140``
-and ``ccnn_6_380`` on CIFAR-10). ``ndim`` selects 1D (``(B, C, L)``), 2D (``(B, C, H, W)``) or
-3D (``(B, C, T, H, W)``) data with the same code.
+and a linear classifier. Every FlexConv kernel is a MAGNet over relative positions, times a
+learnable Gaussian mask. The named configurations ``ccnn_{blocks}_{hidden}`` are the paper's
+(``ccnn_4_140`` and ``ccnn_6_380`` on CIFAR-10), with its mask: kernels cropped where the mask
+is below 0.1, starting small and growing as the mask learns. ``ndim`` selects 1D
+(``(B, C, L)``), 2D (``(B, C, H, W)``) or 3D (``(B, C, T, H, W)``) data with the same code.
 
 The official implementation fixes the kernel grid at the training length, so it cannot change
 resolution at inference; here the kernels are sampled at the offsets between samples of whatever
@@ -27,6 +28,7 @@ from timm.models import generate_default_cfgs, register_model
 from .._checks import check_choice, check_ndim, check_positive_int, check_sizes
 from ..data.constants import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD
 from ..layers import ClassifierHeadNd, FlexConv, LayerNormNd, PointwiseConv
+from ..layers.flexconv import NEGLIGIBLE_MASK
 from ..sampling import GridView, ReferenceGrid
 from .zoo import zoo_file
 from ._builder import backbone_cfg, build_backbone, init_weights_outside, stochastic_depth_rates
@@ -34,6 +36,14 @@ from ._interface import IsotropicBackboneMixin
 from ..errors import InvalidValueError
 
 __all__ = ["CCNN", "CCNNBlock"]
+
+# The paper's FlexConv mask (``mask.init_value=0.075``, ``mask.threshold=0.1`` and dynamic
+# cropping in the published commands; one of them, CIFAR-10 CCNN-4,140, says 0.75): sigma 0.075
+# in its kernel coordinates, which span [-1, 1] over the image (half the image per unit), is
+# 0.0375 in ours (one unit per image); taps where the mask is below 0.1 are cropped. The kernels
+# start small (~8% of the image each side) and learn their extent, so inference costs FFTs of
+# ~1.1x the input, not ~2x.
+PAPER_MASK = dict(kernel_mask_sigma=0.0375, kernel_mask_threshold=0.1)
 
 _BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
@@ -69,8 +79,14 @@ class CCNNBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.drop(self.act1(self.conv(self.norm(x))))
-        return x + self.drop_path(self.act2(self.proj(y)))
+        if torch.is_grad_enabled():
+            y = self.drop(self.act1(self.conv(self.norm(x))))
+            return x + self.drop_path(self.act2(self.proj(y)))
+        # Inference: the activations and the residual sum overwrite the new tensors they act on.
+        # A full-resolution activation is large (56 MB for 2 x 140 x 224 x 224), and a new one
+        # costs more in page faults than the GELU itself.
+        y = self.drop(torch.ops.aten.gelu_(self.conv(self.norm(x))))
+        return self.drop_path(torch.ops.aten.gelu_(self.proj(y))).add_(x)
 
 
 class CCNNStem(nn.Module):
@@ -98,7 +114,11 @@ class CCNN(IsotropicBackboneMixin, nn.Module):
             and the kernels' initial bandwidth; any size is accepted at run time.
         depth, hidden: number of blocks and channels (the ``4`` and ``140`` of ``ccnn_4_140``).
         kernel_net, kernel_hidden, kernel_depth: the FlexConv kernel network (MAGNet by default).
-        kernel_mask: multiply the kernels by FlexConv's learnable Gaussian mask.
+        kernel_mask: multiply the kernels by FlexConv's learnable Gaussian mask;
+            ``kernel_mask_sigma``: its initial width and ``kernel_mask_threshold``: where it crops
+            the kernel (both as in :class:`~s4vision.layers.FlexConv`). The defaults keep every
+            tap (the kernel spans the whole input); the named paper configurations use the
+            paper's small initial mask and its cropping threshold (see ``PAPER_MASK``).
         norm_layer: ``"batchnorm"`` (the paper's) or ``"layernorm"`` (channels at each position).
         drop_rate, proj_drop_rate, drop_path_rate: head dropout, block dropout, stochastic depth.
     """
@@ -118,6 +138,8 @@ class CCNN(IsotropicBackboneMixin, nn.Module):
         kernel_hidden: int = 32,
         kernel_depth: int = 3,
         kernel_mask: bool = True,
+        kernel_mask_sigma: float = 0.25,
+        kernel_mask_threshold: float = NEGLIGIBLE_MASK,
         norm_layer: str = "batchnorm",
         norm_eps: float = 1e-5,
         drop_rate: float = 0.0,
@@ -138,7 +160,8 @@ class CCNN(IsotropicBackboneMixin, nn.Module):
 
         conv_layer = partial(
             FlexConv, ndim=ndim, kernel_net=kernel_net, out_proj="linear", kernel_hidden=kernel_hidden,
-            kernel_depth=kernel_depth, mask=kernel_mask, **dd,
+            kernel_depth=kernel_depth, mask=kernel_mask, mask_sigma=kernel_mask_sigma,
+            mask_threshold=kernel_mask_threshold, **dd,
         )
         norm = _norm_layer(norm_layer, ndim, norm_eps, **dd)
         grid = self.grid.view(1)
@@ -220,15 +243,17 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def ccnn_4_140(pretrained: bool = False, **kwargs: Any) -> CCNN:
-    """CCNN with 4 blocks of 140 channels, MAGNet kernels of width 32 (~0.2M parameters on CIFAR-10)."""
-    model_args = dict(depth=4, hidden=140, kernel_hidden=32)
+    """CCNN with 4 blocks of 140 channels, MAGNet kernels of width 32 (~0.2M parameters on CIFAR-10),
+    the paper's cropped Gaussian mask (``PAPER_MASK``)."""
+    model_args = dict(depth=4, hidden=140, kernel_hidden=32, **PAPER_MASK)
     return _create_ccnn("ccnn_4_140", pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def ccnn_6_380(pretrained: bool = False, **kwargs: Any) -> CCNN:
-    """CCNN with 6 blocks of 380 channels, MAGNet kernels of width 64 (~2M parameters on CIFAR-10)."""
-    model_args = dict(depth=6, hidden=380, kernel_hidden=64)
+    """CCNN with 6 blocks of 380 channels, MAGNet kernels of width 64 (~2M parameters on CIFAR-10),
+    the paper's cropped Gaussian mask (``PAPER_MASK``)."""
+    model_args = dict(depth=6, hidden=380, kernel_hidden=64, **PAPER_MASK)
     return _create_ccnn("ccnn_6_380", pretrained=pretrained, **dict(model_args, **kwargs))
 
 

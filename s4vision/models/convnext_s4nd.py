@@ -37,7 +37,7 @@ from torch import nn
 from timm.layers import DropPath, Mlp
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
-from .._checks import check_positive_number, check_sizes, is_tracing
+from .._checks import check_positive_int, check_positive_number, check_sizes, is_tracing
 from ..layers import S4ND, ClassifierHeadNd, LayerNormNd, conv_nd
 from ..sampling import GridView, ReferenceClock, ReferenceGrid, check_timestamps, frame_rates, uniform_rate
 from ._builder import (
@@ -286,7 +286,7 @@ class S4NDConvNeXt(TimmBackboneMixin, nn.Module):
             ndim,
         )
         self.ndim = ndim
-        self.in_chans = in_chans
+        self.in_chans = check_positive_int("in_chans", in_chans)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grid = ReferenceGrid(ndim, grid, device=device)

@@ -169,7 +169,7 @@ class S4NDIsotropic(IsotropicBackboneMixin, nn.Module):
         check_positive_int("depth", depth)
         img_size = check_sizes("img_size", img_size, 2)
         patch_size = check_sizes("patch_size", patch_size, 2)
-        self.in_chans = in_chans
+        self.in_chans = check_positive_int("in_chans", in_chans)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.patch_size = patch_size

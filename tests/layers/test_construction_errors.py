@@ -14,6 +14,9 @@ from s4vision.layers import S4, S4ND, FlexConv
     (lambda: S4ND(4, out_dim=0), "out_dim must be a positive integer, got 0"),
     (lambda: S4(4, out_dim=-1), "out_dim must be a positive integer, got -1"),
     (lambda: timm.create_model("ccnn_micro", in_chans=0), "in_chans must be a positive integer, got 0"),
+    (lambda: timm.create_model("s4nd_iso_micro", in_chans=0), "in_chans must be a positive integer, got 0"),
+    (lambda: timm.create_model("s4nd_convnext_atto", in_chans=0), "in_chans must be a positive integer, got 0"),
+    (lambda: timm.create_model("s4nd_convnext3d_atto", in_chans=-2), "in_chans must be a positive integer, got -2"),
 ])
 def test_bad_sizes_are_refused_at_construction(build, match):
     with pytest.raises(ValueError, match=match) as info:

@@ -257,3 +257,19 @@ def test_layer_on_the_test_device(device, sigma):
     y_ref.square().sum().backward()
     for p, p_ref in zip(layer.parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad.double().cpu(), p_ref.grad, atol=1e-3, rtol=1e-3)
+
+
+def test_compiled_layer_crops_like_the_eager_one():
+    """Under torch.compile the crop cannot read the mask's values: the full kernel times the crop
+    box must give the eager (cropped) output, not the uncropped one."""
+    layer = FlexConv(3, 2, kernel_hidden=8, out_proj=None, bias=False, mask_sigma=0.05, mask_threshold=0.1).double()
+    with torch.no_grad():
+        layer.mask.mu.copy_(torch.tensor([0.07, -0.1]))
+    x = torch.randn(2, 3, 20, 24, dtype=torch.float64)
+    half = layer.crop((20, 24))
+    assert all(0 < h < s - 1 for h, s in zip(half, (20, 24)))
+    eager = layer(x)
+    assert not torch.allclose(eager, _full_conv(layer, x), atol=1e-6)  # cropping at 0.1 matters
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)(x)
+    torch.testing.assert_close(compiled, eager)

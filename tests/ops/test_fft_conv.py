@@ -44,6 +44,21 @@ def test_gradients_match_conv1d():
     assert torch.autograd.gradcheck(lambda u, k: fft_conv(u, k, causal=False), (u, k))
 
 
+def test_fft_len_is_the_next_power_of_two_times_a_fast_odd_part():
+    from s4vision.ops.fftconv import _fft_len
+
+    def fast(m):
+        while m % 2 == 0:
+            m //= 2
+        return m in (1, 3, 5, 9, 15)
+
+    for n in [1, 2, 7, 17, 63, 97, 242, 447, 1000, 4099]:
+        m = _fft_len(n)
+        assert m >= n and fast(m) and not any(fast(j) for j in range(n, m))
+        assert n < 16 or m <= 1.25 * n
+    assert _fft_len(242) == 256 and _fft_len(447) == 480
+
+
 def test_next_fast_len():
     for n in [1, 7, 97, 1000, 4099]:
         m = next_fast_len(n)

@@ -93,9 +93,9 @@ def test_rejects_complex():
 @pytest.mark.parametrize("sizes,ksizes", [((16,), (31,)), ((12, 20), (23, 39)), ((9, 10), (7, 3)), ((6, 5, 7), (11, 9, 13))])
 def test_centred_transforms_are_only_as_long_as_the_kept_outputs_need(monkeypatch, sizes, ksizes):
     """A centred convolution keeps outputs K//2 .. K//2 + S - 1 of the full linear one, so
-    transforms of next_fast_len(S + K // 2) samples suffice (not S + K - 1): still no wrap-around
+    transforms of _fft_len(S + K // 2) samples suffice (not S + K - 1): still no wrap-around
     in what is kept, with gradients."""
-    from s4vision.ops import next_fast_len
+    from s4vision.ops.fftconv import _fft_len
 
     seen = []
     original = torch.fft.rfftn
@@ -103,7 +103,7 @@ def test_centred_transforms_are_only_as_long_as_the_kept_outputs_need(monkeypatc
     u = torch.randn(2, 3, *sizes, dtype=torch.float64, requires_grad=True)
     k = torch.randn(3, *ksizes, dtype=torch.float64, requires_grad=True)
     y = fft_conv_nd(u, k)
-    assert set(seen) == {tuple(next_fast_len(s + K // 2) for s, K in zip(sizes, ksizes))}
+    assert set(seen) == {tuple(_fft_len(s + K // 2) for s, K in zip(sizes, ksizes))}
     ref = direct_conv(u, k)
     torch.testing.assert_close(y, ref)
     g = torch.randn_like(y)
@@ -119,3 +119,21 @@ def test_on_the_test_device(device, sizes, ksizes):
     y = fft_conv_nd(u.float().to(device), k.float().to(device))
     assert y.device.type == device.type
     torch.testing.assert_close(y.double().cpu(), direct_conv(u, k), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sizes,ksizes", [((13,), (25,)), ((9, 10), (17, 7)), ((4, 5, 6), (7, 9, 11))])
+def test_channel_groups_without_autograd_match_the_direct_convolution(monkeypatch, sizes, ksizes):
+    """Without autograd the channels go through the FFTs in groups (small intermediates): the
+    same result as the direct convolution, and really in several groups."""
+    import s4vision.ops.fftconv as fftconv
+
+    monkeypatch.setattr(fftconv, "_CHUNK_BYTES", 1)  # one channel per group
+    calls = []
+    original = torch.fft.rfftn
+    monkeypatch.setattr(torch.fft, "rfftn", lambda x, *a, **kw: calls.append(x.shape) or original(x, *a, **kw))
+    u = torch.randn(2, 5, *sizes, dtype=torch.float64)
+    k = torch.randn(5, *ksizes, dtype=torch.float64)
+    with torch.no_grad():
+        y = fft_conv_nd(u, k)
+    assert [shape[1] for shape in calls[1:]] == [1] * 5  # the kernel's transform, then one per channel
+    torch.testing.assert_close(y, direct_conv(u, k))

@@ -141,10 +141,12 @@ def train_head(name: str, kwargs: dict, train_index: Path, val_index: Path, epoc
     """Train head ``name`` on the cached features through the engine; accuracies on both splits."""
     result = train_temporal_head(name, kwargs, train_index, val_index, epochs=epochs, lr=lr, batch_size=batch,
                                  seed=seed, run_dir=run_dir, threads=threads, progress=False)
-    on_train = evaluate_video_checkpoint(result.model_file, str(train_index), progress=False)
     on_val = evaluate_video_checkpoint(result.model_file, str(val_index), progress=False)
     rows = result.history or []
-    return {"val_accuracy": on_val["top1"] / 100, "train_accuracy": on_train["top1"] / 100,
+    # Training accuracy as the engine logged it over the last epoch (in training mode): evaluating
+    # the training clips again would cost a third of an epoch per head.
+    train_top1 = next((row["train_top1"] for row in reversed(rows) if row.get("train_top1") is not None), None)
+    return {"val_accuracy": on_val["top1"] / 100, "train_accuracy": None if train_top1 is None else train_top1 / 100,
             "train_seconds": sum(row["seconds"] for row in rows),
             "final_loss": rows[-1]["train_loss"] if rows else None,
             "parameters": _parameters(result.model_file)}
@@ -337,6 +339,8 @@ def run_study(work: Path, checkpoint: Path, args, results: dict) -> None:
                 record = work / f"result_T{T}_{name}_seed{seed}.json"
                 if record.exists():
                     row = json.loads(record.read_text())
+                elif args.report_only:
+                    continue
                 else:
                     registry_name, kwargs = head_config(name, T, args)
                     run_dir = work / f"run_T{T}_{name}_seed{seed}"
@@ -469,7 +473,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--d-state", type=int, default=32)
-    parser.add_argument("--memory-lengths", type=int, nargs="+", default=[256, 1024, 2048, 4096])
+    parser.add_argument("--memory-lengths", type=int, nargs="*", default=[256, 1024, 2048, 4096],
+                        help="T of the time and memory measurement (none: skip it)")
     parser.add_argument("--memory-batch", type=int, default=4)
     parser.add_argument("--max-math-length", type=int, default=2048,
                         help="longest T at which to measure the Transformer with plain (T x T) attention")
@@ -482,6 +487,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench_video_long.json")
     parser.add_argument("--plot", default="bench_video_long.png")
     parser.add_argument("--skip-accuracy", action="store_true", help="only measure time and memory")
+    parser.add_argument("--efficiency-from", default=None, metavar="JSON",
+                        help="take time and memory from an earlier run's --out file instead of measuring them")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report the (T, head, seed) runs already recorded in --work-dir")
     parser.add_argument("--measure", nargs=3, metavar=("MODEL", "T", "IN_DIM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -529,7 +538,9 @@ def main() -> None:
             if not args.work_dir:
                 shutil.rmtree(work, ignore_errors=True)
 
-    for T in tqdm(args.memory_lengths, desc="time and memory"):
+    if args.efficiency_from:  # the time and memory table of an earlier run (--skip-accuracy --out FILE)
+        results["efficiency"] = json.loads(Path(args.efficiency_from).read_text())["efficiency"]
+    for T in tqdm(args.memory_lengths if not args.efficiency_from else [], desc="time and memory"):
         for name in EFFICIENCY_MODELS:
             if name.endswith("_math") and T > args.max_math_length:
                 continue  # plain attention's T x T matrices: 4.3 GiB at T = 4096, more than a shared machine spares

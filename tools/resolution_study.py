@@ -13,7 +13,9 @@ is ``s4vision sweep --configs <CONFIGS> --train-resolutions 14 28 --seeds 3 --va
 resize flexi --out OUT/main``. That entry, ``s4nd_iso_micro_14to28``, is ``s4nd_iso_micro``
 trained at 14 px for the first half of its epochs and at 28 px for the second (the S4ND paper's
 progressive resizing), compared with the same model trained at 28 px throughout for as many
-epochs. The expensive runs (28 px, CCNN last) come last.
+epochs. The 14 px runs come first, then the 28 px ones, every seed of a model before the next
+model, cheapest first and the slowest (conv2d_iso_micro, CCNN) last: a study cut short has
+whole 3-seed cells.
 
 ``--report`` (also printed after a run) writes ``OUT/study.md``, the tables of docs/benchmarks.md:
 accuracy mean +- std per model, variant and train/test resolution; the training times; the
@@ -25,19 +27,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from s4vision.cli import run_reporting_errors
 from s4vision.engine.config import load_config
 from s4vision.engine.report import format_table
-from s4vision.engine.sweep import SweepEntry, entries_for_configs, load_sweep, run_sweep, sweep_tables
+from s4vision.errors import InvalidValueError
+from s4vision.engine.sweep import SweepEntry, entries_for_configs, load_sweep, plot_sweep, run_sweep, sweep_tables
+from s4vision.engine.sweep import _cell as stats_cell
 
-# Resolution-agnostic models and the baselines a timm user would reach for; CCNN, by far the
-# slowest to train at 28 px, runs last.
+# Resolution-agnostic models and the baselines a timm user would reach for, in the order they
+# run (every seed of one before the next): cheapest first; conv2d_iso_micro and CCNN, the slowest
+# to train and test at 28 px, last.
 AGNOSTIC = ("s4nd_iso_micro", "s4nd_convnext_micro", "ccnn_micro")
 BASELINES = ("conv2d_iso_micro", "vit_micro", "convnext_micro")
-CONFIGS = tuple(f"mnist5k_{name}" for name in ("s4nd_iso_micro", "s4nd_convnext_micro", *BASELINES, "ccnn_micro"))
+CONFIGS = tuple(f"mnist5k_{name}" for name in ("s4nd_convnext_micro", "vit_micro", "convnext_micro", "s4nd_iso_micro",
+                                               "conv2d_iso_micro", "ccnn_micro"))
 TRAIN_RESOLUTIONS = (14, 28)
 TEST_RESOLUTIONS = (7, 14, 28, 56)
 SEEDS = 3
@@ -45,24 +52,31 @@ PROGRESSIVE = "s4nd_iso_micro"
 PROGRESSIVE_LABEL = f"{PROGRESSIVE}_14to28"
 
 
-def study_entries(overrides: Sequence[str]) -> list[SweepEntry]:
-    """The configs, with the progressive-resizing entry before CCNN: 14 px for the first half of
-    the epochs, 28 px for the rest."""
+def study_entries(overrides: Sequence[str], only_14: Sequence[str] = ()) -> list[SweepEntry]:
+    """The configs, with the progressive-resizing entry right after ``s4nd_iso_micro`` (the two
+    sides of that comparison): 14 px for the first half of the epochs, 28 px for the rest. The models in ``only_14`` are trained at 14 px only (the cut
+    to make when the 28 px column does not fit the time there is)."""
     entries = entries_for_configs(CONFIGS)
+    unknown = sorted(set(only_14) - {e.label for e in entries})
+    if unknown:
+        raise InvalidValueError(f"--train-14-only: not a model of the study: {', '.join(unknown)}")
+    entries = [replace(e, train_resolutions=(14,)) if e.label in only_14 else e for e in entries]
     epochs = load_config(f"mnist5k_{PROGRESSIVE}", overrides).train.epochs
     progressive = SweepEntry(PROGRESSIVE_LABEL, f"mnist5k_{PROGRESSIVE}",
                              (f"train.progressive=[[0,14],[{epochs // 2},28]]",), train_resolutions=(28,))
-    return [*entries[:-1], progressive, entries[-1]]
+    at = next(i for i, e in enumerate(entries) if e.label == PROGRESSIVE) + 1
+    return [*entries[:at], progressive, *entries[at:]]
 
 
-def run_study(out: Path, *, seeds: int, jobs: int, resume: bool, overrides: Sequence[str]) -> None:
-    run_sweep(study_entries(overrides), TRAIN_RESOLUTIONS, TEST_RESOLUTIONS, seeds=range(seeds),
+def run_study(out: Path, *, seeds: int, jobs: int, resume: bool, overrides: Sequence[str],
+              only_14: Sequence[str] = ()) -> None:
+    run_sweep(study_entries(overrides, only_14), TRAIN_RESOLUTIONS, TEST_RESOLUTIONS, seeds=range(seeds),
               variants=("native", "resize", "flexi"), overrides=overrides, output_dir=out / "main", resume=resume,
               jobs=jobs)
 
 
 def _cell(stats: dict[str, Any] | None, digits: int = 1) -> str | None:
-    return None if stats is None else f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    return stats_cell(stats, digits, SEEDS)
 
 
 def progressive_table(summary: dict[str, Any]) -> str:
@@ -101,9 +115,11 @@ def expectation_lines(summary: dict[str, Any]) -> list[str]:
             best_resize = _best(summary, BASELINES, "resize", train_res, test_res)
             best_any = _best(summary, AGNOSTIC + BASELINES, "native", train_res, test_res)
             for label in AGNOSTIC:
-                cell = summary["results"].get(label, {}).get(train_res, {}).get("native", {}).get(test_res)
+                trained = summary["results"].get(label, {}).get(train_res)
+                cell = None if trained is None else trained.get("native", {}).get(test_res)
                 if cell is None:
-                    lines.append(f"- train {train_res} / test {test_res}px: {label} cannot run at this size")
+                    why = "cannot run at this size" if trained else f"not trained at {train_res} px (cut or not run yet)"
+                    lines.append(f"- train {train_res} / test {test_res}px: {label} {why}")
                     continue
                 if test_res == train_res:
                     gap = cell["mean"] - best_any[1]["mean"]
@@ -121,7 +137,9 @@ def expectation_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def report(out: Path) -> str:
+    """Write ``OUT/study.md`` and ``OUT/main/sweep.png`` from the runs finished so far."""
     main = load_sweep(out / "main" / "sweep.json")
+    plot_sweep(main, out / "main" / "sweep.png")
     parts = ["## Accuracy (test split, mean ± std over seeds)", sweep_tables(main, markdown=True),
              "## Expectations", "\n".join(expectation_lines(main))]
     if all(28 in main["timing"].get(label, {}) for label in (PROGRESSIVE, PROGRESSIVE_LABEL)):
@@ -143,13 +161,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds 0 .. N-1 (default: {SEEDS})")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side (default: 1)")
     parser.add_argument("--resume", action="store_true", help="reuse finished runs, resume interrupted ones")
+    parser.add_argument("--train-14-only", action="append", default=[], metavar="MODEL",
+                        help="train this model at 14 px only (repeatable; e.g. ccnn_micro, the slowest, when "
+                             "time is short)")
     parser.add_argument("--report", action="store_true", help="only write the tables of the runs finished so far")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
     def study() -> int:
         out = Path(args.out)
         if not args.report:
-            run_study(out, seeds=args.seeds, jobs=args.jobs, resume=args.resume, overrides=args.overrides)
+            run_study(out, seeds=args.seeds, jobs=args.jobs, resume=args.resume, overrides=args.overrides,
+                      only_14=args.train_14_only)
         print(report(out))
         return 0
 

@@ -136,9 +136,9 @@ def run_sweep(entries: Sequence[SweepEntry], train_resolutions: Sequence[int], t
     cores = os.cpu_count() or 1
     threads = max(1, cores // jobs)
     runs = []
-    for train_res in train_resolutions:
-        for seed in seeds:
-            for entry in entries:
+    for train_res in train_resolutions:  # every seed of a model before the next: a partial sweep has whole cells
+        for entry in entries:
+            for seed in seeds:
                 if entry.train_resolutions and train_res not in entry.train_resolutions:
                     continue
                 run_dir = output_dir / entry.label / f"{train_res}px_seed{seed}"
@@ -147,8 +147,9 @@ def run_sweep(entries: Sequence[SweepEntry], train_resolutions: Sequence[int], t
                                  "eval.resolutions=[]")
                 runs.append(_Run(entry.label, int(train_res), int(seed), str(run_dir), entry.config, run_overrides,
                                  tuple(test_resolutions), tuple(variants), split, resume))
+    configs = [load_config(run.config, run.overrides) for run in runs]  # every config error before anything trains
+    threads = configs[0].train.threads or threads  # train.threads=N given among the overrides
     for run in runs:
-        load_config(run.config, run.overrides)  # every config error before anything trains
         if not resume and Path(run.run_dir).exists() and any(Path(run.run_dir).iterdir()):
             raise InvalidValueError(f"{run.run_dir} already holds a run; pass --resume (resume=True) to reuse "
                                     "finished runs and continue interrupted ones, or choose another output directory")
@@ -319,12 +320,12 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     return summary
 
 
-def _cell(stats: dict[str, Any] | None, digits: int = 1) -> str | None:
+def _cell(stats: dict[str, Any] | None, digits: int = 1, seeds: int = 1) -> str | None:
+    """``mean ± std``, with ``(n=k)`` where fewer than ``seeds`` runs are in (a sweep cut short)."""
     if stats is None:
         return None
-    if stats["n"] == 1:
-        return f"{stats['mean']:.{digits}f}"
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    text = f"{stats['mean']:.{digits}f}" if stats["n"] == 1 else f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    return text + (f" (n={stats['n']})" if stats["n"] < seeds else "")
 
 
 def sweep_tables(summary: dict[str, Any], markdown: bool = False) -> str:
@@ -333,24 +334,24 @@ def sweep_tables(summary: dict[str, Any], markdown: bool = False) -> str:
     tests = summary["test_resolutions"]
     native = summary.get("native_size")
     upsampled = [te for te in tests if native and te > native]
+    seeds = len(summary.get("seeds", [])) or 1
     blocks = []
     for train_res in summary["train_resolutions"]:
         rows = []
         for label, by_train in summary["results"].items():
             for variant, by_test in by_train.get(train_res, {}).items():
                 name = label if variant == "native" else f"{label} + {variant}"
-                rows.append([name, *(_cell(by_test.get(te)) for te in tests)])
+                rows.append([name, *(_cell(by_test.get(te), seeds=seeds) for te in tests)])
         if not rows:
             continue
         headers = [f"trained at {train_res}px", *(f"{te}px" + ("*" if te in upsampled else "")
                                                   + (" (train)" if te == train_res else "") for te in tests)]
         blocks.append(format_table(headers, rows, markdown=markdown))
-    seeds = len(summary.get("seeds", [])) or 1
     note = f"{summary['split']} top-1 %, mean ± std over {seeds} seed(s)" if seeds > 1 else f"{summary['split']} top-1 %"
     if upsampled:
         note += f"; * the {native}px images upsampled (the data holds no finer detail)"
-    time_rows = [[label, f"{train_res}px", timing.get("params"), _cell(timing["train_seconds"], 0),
-                  _cell(timing["cpu_seconds"], 0), _cell(timing["val_top1"], 2)]
+    time_rows = [[label, f"{train_res}px", timing.get("params"), _cell(timing["train_seconds"], 0, seeds),
+                  _cell(timing["cpu_seconds"], 0, seeds), _cell(timing["val_top1"], 2, seeds)]
                  for label, by_train in summary["timing"].items() for train_res, timing in by_train.items()]
     blocks.append(format_table(["model", "trained at", "params", "train wall s", "train+val CPU s",
                                 "val top-1 % (train res)"], time_rows, markdown=markdown))
@@ -390,9 +391,13 @@ def plot_sweep(summary: dict[str, Any], path: str | Path) -> Path:
         ax.set_ylabel(f"{summary['split']} top-1 (%)")
         ax.set_title(f"trained at {train_res}x{train_res}")
         ax.grid(True, alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    legend = {}  # every model and variant of every panel, once (a panel may lack some)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -509,10 +509,10 @@ def _add_video(sub: argparse._SubParsersAction) -> None:
                     "4, 8 and 16 fps), train a frame encoder, extract features with timestamps, train a "
                     "continuous-time ViS4mer and a Transformer with learned positions at 8 fps, and test both at "
                     "each frame rate. Prints a table, writes OUT_DIR/results.json and OUT_DIR/frame_rate.png. "
-                    "No network; about 6 minutes on a 2-core CPU.",
+                    "No network; about 4 minutes on an idle 2-core CPU.",
         examples="""
             s4vision video demo
-            s4vision video demo --out-dir outputs/video_demo --train-clips 800 --epochs 30
+            s4vision video demo --out-dir outputs/video_demo_long --train-clips 4000 --epochs 20
         """)
     from .video_demo import add_arguments as _add_demo_arguments
 

@@ -211,21 +211,11 @@ def _half_step_cells(gen, L, rate):
 
     return SSMKernelBase._cells(gen, L, rate)
 
-
-@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
-@pytest.mark.parametrize("bandlimit", [None, 0.5])
-@pytest.mark.parametrize("lengths,rates", [((9, 9), (1.0, 1.0)), ((6, 11), (0.7, 2.0)), ((1, 4), (1.0, 0.3))])
-def test_fused_cells_match_half_step_kernels_with_gradients(disc, bandlimit, lengths, rates):
+def _assert_fused_matches_plain(gens, lengths, rates, grad_tol=dict(atol=1e-12, rtol=1e-9)):
+    """``centred_kernels`` (one fused node) equals each generator's own half-step cells, values and
+    parameter gradients under random output weights."""
     from s4vision.kernels.ssm import centred_kernels
 
-    gens = [S4DKernel(3 + a, 16, channels=2, disc=disc, bandlimit=bandlimit, dt_min=0.1, dt_max=1.0).double()
-            for a in range(2)]
-    with torch.no_grad():
-        for g in gens:
-            for p in g.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-    if bandlimit is not None:  # some modes are dropped for every feature, others only for some
-        assert 0 < sum(g.mode_mask(r).sum() for g, r in zip(gens, rates)) < sum(g.mode_mask(r).numel() for g, r in zip(gens, rates))
     fused = centred_kernels(gens, lengths, rates, bidirectional=None)
     plain = [_half_step_cells(g, L, r) for g, L, r in zip(gens, lengths, rates)]
     weights = [torch.randn_like(k) for k in plain]
@@ -235,7 +225,23 @@ def test_fused_cells_match_half_step_kernels_with_gradients(disc, bandlimit, len
     for a, b in zip(fused, plain):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
     for a, b in zip(got, ref):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+        torch.testing.assert_close(a, b, **grad_tol)
+
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+@pytest.mark.parametrize("bandlimit", [None, 0.5])
+@pytest.mark.parametrize("lengths,rates", [((9, 9), (1.0, 1.0)), ((6, 11), (0.7, 2.0)), ((1, 4), (1.0, 0.3))])
+def test_fused_cells_match_half_step_kernels_with_gradients(disc, bandlimit, lengths, rates):
+    gens = [S4DKernel(3 + a, 16, channels=2, disc=disc, bandlimit=bandlimit, dt_min=0.1, dt_max=1.0).double()
+            for a in range(2)]
+    with torch.no_grad():
+        for g in gens:
+            for p in g.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    if bandlimit is not None:  # some modes are dropped for every feature, others only for some
+        assert 0 < sum(g.mode_mask(r).sum() for g, r in zip(gens, rates)) < sum(g.mode_mask(r).numel() for g, r in zip(gens, rates))
+    _assert_fused_matches_plain(gens, lengths, rates)
 
 
 def test_fused_zoh_cells_gradcheck():
@@ -318,21 +324,10 @@ def test_direct_and_split_vandermonde_agree_with_gradients(monkeypatch):
 def test_fused_dplr_cells_match_half_step_kernels_with_gradients(disc, method):
     """Dense (DPLR) generators of two axes in one exponential and one Krylov product of dA^2,
     against pairing 2L half-step taps of each, values and gradients."""
-    from s4vision.kernels.ssm import centred_kernels
-
     gens = [S4Kernel(3, 8, channels=2, disc=disc, method=method, bandlimit=0.5, dt_min=0.05, dt_max=0.5).double()
             for _ in range(2)]
     with torch.no_grad():
         for g in gens:
             g.P.add_(0.1 * torch.randn_like(g.P))
     lengths, rates = (7, 12), (1.0, 0.4)
-    fused = centred_kernels(gens, lengths, rates, bidirectional=None)
-    plain = [_half_step_cells(g, L, r) for g, L, r in zip(gens, lengths, rates)]
-    weights = [torch.randn_like(k) for k in plain]
-    params = [p for g in gens for p in g.parameters()]
-    got = torch.autograd.grad(sum((w * k).sum() for w, k in zip(weights, fused)), params)
-    ref = torch.autograd.grad(sum((w * k).sum() for w, k in zip(weights, plain)), params)
-    for a, b in zip(fused, plain):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
-    for a, b in zip(got, ref):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+    _assert_fused_matches_plain(gens, lengths, rates, grad_tol=dict(atol=1e-10, rtol=1e-8))

@@ -55,6 +55,8 @@ EXPECTED = {"s4nd_iso_micro": {"max_drop_14_to_28": 2.0}, "conv2d_iso_micro": {"
 UPSAMPLED_NOTE = "* mnist5k's digits are 28x28: the 56 px images are them upsampled 2x (no finer detail exists)"
 
 
+DEMO_EPOCHS = 16  # training epochs of every demo model (user overrides come after)
+
 def _prepare_run_dir(path: Path) -> None:
     """The demo retrains from scratch: clear a previous demo run, refuse anything else."""
     if not path.exists():
@@ -86,7 +88,10 @@ def run_demo(models: Sequence[str] = DEFAULT_MODELS, out: str | Path = "outputs/
     for name in models:
         _prepare_run_dir(out / name)
     entries = [SweepEntry(name, _config(name), (f"model.name={name}", "data.dataset=mnist5k")) for name in models]
-    extra = ["train.epochs=1", "train.max_steps=3", "train.eval_every=0", "data.eval_limit=50"] if quick else []
+    # the shared 10-epoch recipe of the study leaves S4ND 2.2 points short of its expectation at 28 px
+    # (87.7 -> 85.5 %, seed 0); the demo trains as long as the zoo did
+    extra = (["train.epochs=1", "train.max_steps=3", "train.eval_every=0", "data.eval_limit=50"] if quick
+             else [f"train.epochs={DEMO_EPOCHS}"])
     if progress:
         print(f"training {', '.join(models)} on mnist5k at {TRAIN_RESOLUTION}x{TRAIN_RESOLUTION}, "
               f"{jobs} at a time", flush=True)

@@ -32,14 +32,14 @@ from .classifier import ClassifierHeadNd, global_pool_nd
 from .conv import DepthwiseConvMixer, conv_nd
 from .flexconv import FlexConv, GaussianMask
 from .norm import LayerNormNd
-from .pointwise import ACTIVATIONS, OUT_PROJS, PointwiseConv, PointwiseMlp, create_activation, create_out_proj
+from .pointwise import ACTIVATIONS, OUT_PROJS, PointwiseConv, PointwiseMlp, create_activation, create_out_proj, pointwise_conv
 from .s4 import S4
 from .s4nd import S4ND
 from .tokens import frame_tokens
 
 __all__ = [
     "S4", "S4ND", "FlexConv", "GaussianMask",
-    "PointwiseConv", "PointwiseMlp", "create_activation", "create_out_proj", "ACTIVATIONS", "OUT_PROJS",
+    "PointwiseConv", "pointwise_conv", "PointwiseMlp", "create_activation", "create_out_proj", "ACTIVATIONS", "OUT_PROJS",
     "LayerNormNd", "AntiAliasBlur", "DepthwiseConvMixer", "conv_nd", "ClassifierHeadNd", "global_pool_nd",
     "frame_tokens",
 ]

@@ -29,6 +29,7 @@ reference grid are dropped by default (``bandlimit=1.0``; ``bandlimit=0`` keeps 
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -39,6 +40,7 @@ from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
 from .._checks import check_positive_int, check_positive_number, check_sizes, is_tracing
 from ..layers import S4ND, ClassifierHeadNd, LayerNormNd, conv_nd
+from ..layers.pointwise import pointwise_conv
 from ..sampling import GridView, ReferenceClock, ReferenceGrid, check_timestamps, frame_rates, uniform_rate
 from ._builder import (
     S4ND_PAPER,
@@ -53,6 +55,10 @@ from ..errors import InvalidTypeError, InvalidValueError
 __all__ = ["S4NDConvNeXt", "S4NDConvNeXtBlock", "S4NDConvNeXtStage", "inflate_convnext_2d_to_3d"]
 
 Size = Union[int, Sequence[int]]
+
+
+# Largest full-resolution stem activation made at once on CPU (see S4NDStem.forward).
+_STEM_CHUNK_BYTES = 8 << 20
 
 
 class S4NDStem(nn.Module):
@@ -81,7 +87,23 @@ class S4NDStem(nn.Module):
         self.norm = norm_layer(out_chs, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.down(self.proj_in(x)))
+        if is_tracing() or x.device.type != "cpu" or torch.is_grad_enabled():
+            return self.norm(self._pooled(x))
+        # The pointwise output is the largest tensor of the network (stem_chs channels at full
+        # resolution). In CPU inference it is made and pooled a few images at a time, so it stays
+        # in cache and its memory is reused rather than mapped afresh for every batch (page
+        # faults). (Training keeps it for the backward pass anyway, and each chunk would
+        # regenerate the S4ND kernels.)
+        per_image = self.proj_in.out_channels * math.prod(x.shape[2:]) * x.element_size()
+        chunk = max(1, _STEM_CHUNK_BYTES // max(1, per_image))
+        if x.shape[0] <= chunk:
+            return self.norm(self._pooled(x))
+        return self.norm(torch.cat([self._pooled(part) for part in x.split(chunk)]))
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        if not is_tracing() and (x.ndim != 2 + len(self.proj_in.kernel_size) or x.shape[1] != self.proj_in.in_channels):
+            return self.down(self.proj_in(x))  # the convolution's own message for a wrong shape
+        return self.down(pointwise_conv(x, self.proj_in.weight, self.proj_in.bias))
 
 
 def _downsample(mixer_layer: Callable[..., nn.Module], in_chs: int, out_chs: int, stride: Tuple[int, ...],

@@ -137,11 +137,12 @@ def toeplitz_matrix(k: torch.Tensor, length: int, stride: int = 1) -> torch.Tens
     if pad:
         k = torch.nn.functional.pad(k, (pad, pad))
     # Row i holds k[L-1+i-j] for j = 0..L-1: a sliding window of the padded kernel, reversed.
-    t = k.unfold(-1, length, 1).flip(-1)
     if stride == 1:
-        return t
-    rows = length // stride
-    return t[..., : rows * stride, :].unflatten(-2, (rows, stride)).mean(-2)
+        return k.unfold(-1, length, 1).flip(-1)
+    # Pooled row i is the mean of rows s*i .. s*i+s-1: the same window of the kernel box-filtered
+    # over s taps, taken every s taps (only the L // s rows that remain are ever formed).
+    box = k.unfold(-1, stride, 1).mean(-1)
+    return box.unfold(-1, length, stride).flip(-1)
 
 
 def _matmul_along(u: torch.Tensor, t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -151,6 +152,8 @@ def _matmul_along(u: torch.Tensor, t: torch.Tensor, dim: int) -> torch.Tensor:
     L, M = u.shape[dim], t.shape[-2]
     p = math.prod(u.shape[2:dim])
     q = math.prod(u.shape[dim + 1:])
+    if (q == 1 or p == 1) and B > 1 and not (torch.is_grad_enabled() and (u.requires_grad or t.requires_grad)):
+        return _matmul_along_per_sample(u, t, dim, p, q)
     if q == 1:  # last axis: rows of u times T^T
         y = u.reshape(B, C, p, L) @ t.transpose(-1, -2)
     elif p == 1:  # first axis: T times the (L, q) slab
@@ -158,6 +161,25 @@ def _matmul_along(u: torch.Tensor, t: torch.Tensor, dim: int) -> torch.Tensor:
     else:
         y = t.unsqueeze(1) @ u.reshape(B, C, p, L, q)
     return y.reshape(*u.shape[:dim], M, *u.shape[dim + 1:])
+
+
+def _matmul_along_per_sample(u: torch.Tensor, t: torch.Tensor, dim: int, p: int, q: int) -> torch.Tensor:
+    """:func:`_matmul_along` for the first or last axis without autograd: one batched matmul of
+    ``C`` GEMMs per sample, written in place. ``matmul`` would broadcast ``t`` over the batch by
+    copying it once per sample (as large as the activation itself for square feature maps)."""
+    B, C, L, M = u.shape[0], u.shape[1], u.shape[dim], t.shape[-2]
+    y = u.new_empty(*u.shape[:dim], M, *u.shape[dim + 1:], dtype=torch.promote_types(u.dtype, t.dtype))
+    if q == 1:
+        rows, t_right = u.reshape(B, C, p, L), t.transpose(-1, -2)
+        out = y.view(B, C, p, M)
+        for b in range(B):
+            torch.bmm(rows[b], t_right, out=out[b])
+    else:
+        cols = u.reshape(B, C, L, q)
+        out = y.view(B, C, M, q)
+        for b in range(B):
+            torch.bmm(t, cols[b], out=out[b])
+    return y
 
 
 def _toeplitz_along(u: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
@@ -194,10 +216,12 @@ def toeplitz_conv_nd(
             weight, stride = skip
             for a, k in enumerate(stride[:-1]):
                 u = _window_sum(u, 2 + a, k)
-            last = u.ndim - 1
-            pool = toeplitz_matrix(u.new_ones(1, 1), u.shape[last], stride[-1])  # (1, M, S): 1 / stride in each window
-            scale = weight.to(dtype)[:, None, None] / math.prod(stride[:-1])
-            y = y + _matmul_along(u, pool * scale, last)
+            # The last axis' window means as one GEMM with a matrix shared by every channel (no
+            # per-channel copy); the skip weight scales the pooled result.
+            pool = toeplitz_matrix(u.new_ones(1), u.shape[-1], stride[-1])  # (M, S): 1 / stride in each window
+            pooled = u @ pool.transpose(0, 1)
+            scale = weight.to(dtype).reshape(-1, *(1,) * (u.ndim - 2)) / math.prod(stride[:-1])
+            y = torch.addcmul(y, pooled, scale)
     return y
 
 

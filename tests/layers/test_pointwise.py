@@ -12,6 +12,7 @@ from s4vision.layers import (
     PointwiseMlp,
     create_activation,
     create_out_proj,
+    pointwise_conv,
 )
 
 
@@ -21,6 +22,23 @@ def test_pointwise_conv_is_a_channel_matmul_at_every_position(spatial):
     x = torch.randn(2, 3, *spatial, dtype=torch.float64)
     ref = torch.einsum("oc,bc...->bo...", layer.weight[..., 0], x) + layer.bias.view(-1, *(1,) * len(spatial))
     torch.testing.assert_close(layer(x), ref)
+
+
+@pytest.mark.parametrize("spatial", [(7,), (4, 5), (2, 3, 4)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_conv_function_matches_torch_conv(spatial, bias):
+    """The functional form takes a ``conv*d`` weight ``(O, I, 1, ..., 1)`` as stored and gives
+    that convolution (values and gradients)."""
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(spatial)]
+    x = torch.randn(3, 4, *spatial, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, *(1,) * len(spatial), dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True) if bias else None
+    got, ref = pointwise_conv(x, w, b), conv(x, w, b)
+    torch.testing.assert_close(got, ref)
+    g = torch.randn_like(ref)
+    inputs = [x, w] + ([b] if bias else [])
+    for a, e in zip(torch.autograd.grad(got, inputs, g), torch.autograd.grad(ref, inputs, g)):
+        torch.testing.assert_close(a, e)
 
 
 def test_out_proj_kinds():

@@ -158,6 +158,24 @@ def test_torch_compile_captures_whole_model():
         torch.testing.assert_close(compiled(x), expected)
 
 
+def test_stem_in_chunks_equals_whole_batch(monkeypatch):
+    """In CPU inference the S4ND stem makes its full-resolution activation a few images at a
+    time; the outputs equal those of the whole batch at once (and of training mode's path)."""
+    import s4vision.models.convnext_s4nd as convnext_s4nd
+
+    torch.manual_seed(0)
+    model = timm.create_model("s4nd_convnext_atto", img_size=32).double()
+    x = torch.randn(5, 3, 32, 32, dtype=torch.float64)
+    tracked = model.stem(x)
+    results = []
+    for budget in (1 << 40, 1):  # everything at once; one image at a time
+        monkeypatch.setattr(convnext_s4nd, "_STEM_CHUNK_BYTES", budget)
+        with torch.no_grad():
+            results.append(model.stem(x))
+    torch.testing.assert_close(results[1], results[0])
+    torch.testing.assert_close(results[1], tracked.detach())
+
+
 def test_model_class_direct_construction_validates():
     with pytest.raises(ValueError, match="num_frames"):
         S4NDConvNeXt(ndim=3, img_size=32, depths=(1, 1, 1, 1), dims=(8, 8, 8, 8))

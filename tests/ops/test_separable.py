@@ -68,6 +68,21 @@ def test_gradients_match_fft_conv_nd(path):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("sizes,ksizes", [((16, 21), (31, 41)), ((17, 16, 18), (33, 5, 35)), ((3, 4), (5, 7))])
+def test_toeplitz_forward_same_with_and_without_autograd(sizes, ksizes):
+    """Without autograd the Toeplitz passes run one sample at a time in place (no broadcast copy
+    of the matrices); with it, as one broadcast matmul. Both equal the N-d FFT convolution."""
+    u = torch.randn(3, 3, *sizes, dtype=torch.float64)
+    ks = factors(ksizes, rank=2)
+    ref = fft_conv_nd(u, separable_kernel(ks))
+    with torch.no_grad():
+        plain = separable_conv_nd(u, ks, path="toeplitz")
+    tracked = separable_conv_nd(u.requires_grad_(), ks, path="toeplitz")
+    assert tracked.requires_grad
+    torch.testing.assert_close(plain, ref)
+    torch.testing.assert_close(tracked.detach(), ref)
+
+
 def test_toeplitz_matrix_against_loop():
     k = torch.randn(2, 7, dtype=torch.float64)
     L = 5
@@ -81,6 +96,20 @@ def test_toeplitz_matrix_against_loop():
     # A kernel longer than 2L - 1 is cropped; a shorter one zero-padded.
     torch.testing.assert_close(toeplitz_matrix(torch.nn.functional.pad(k, (4, 4)), L), ref)
     torch.testing.assert_close(toeplitz_matrix(k, 9)[:, 2:7, 2:7], ref)
+
+
+@pytest.mark.parametrize("L,K,stride", [(12, 23, 4), (13, 5, 4), (7, 13, 2), (6, 3, 6), (9, 31, 3)])
+def test_pooled_toeplitz_matrix_is_avg_pool_of_the_convolution(L, K, stride):
+    """Pooled matrix times u == avg_pool1d of the zero-padded convolution of u (torch's conv1d)."""
+    k = torch.randn(3, K, dtype=torch.float64)
+    u = torch.randn(4, 3, L, dtype=torch.float64)
+    pad = (K - 1) // 2
+    # conv1d correlates: flip the kernel; pad so that output i is centred on input i (crop to L).
+    full = torch.nn.functional.conv1d(torch.nn.functional.pad(u, (pad, pad)), k.flip(-1).unsqueeze(1), groups=3)
+    expected = torch.nn.functional.avg_pool1d(full[..., :L], stride)
+    T = toeplitz_matrix(k, L, stride)
+    assert T.shape == (3, L // stride, L)
+    torch.testing.assert_close(torch.einsum("cml,bcl->bcm", T, u), expected)
 
 
 @pytest.mark.parametrize("method", ["toeplitz", "fft"])

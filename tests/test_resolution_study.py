@@ -25,9 +25,12 @@ def test_every_model_at_both_resolutions_and_the_progressive_schedule(study):
     entries = study.study_entries(["train.epochs=6"])
     assert list(_resolutions(entries).items()) == [
         ("s4nd_convnext_micro", ()), ("vit_micro", ()), ("convnext_micro", ()), ("s4nd_iso_micro", ()),
-        ("s4nd_iso_micro_14to28", (28,)), ("conv2d_iso_micro", ()), ("ccnn_micro", ())]  # the slowest last
+        ("s4nd_iso_micro_14to28", (28,)), ("s4nd_iso_micro_bandlimit0.4", ()), ("conv2d_iso_micro", ()),
+        ("ccnn_micro", ())]  # the slowest last
     progressive = next(e for e in entries if e.label == "s4nd_iso_micro_14to28")
     assert progressive.overrides == ("train.progressive=[[0,14],[3,28]]",)  # half the epochs at each size
+    tuned = next(e for e in entries if e.label == "s4nd_iso_micro_bandlimit0.4")
+    assert (tuned.config, tuned.overrides) == ("mnist5k_s4nd_iso_micro", ("model.kwargs.bandlimit=0.4",))
 
 
 def test_train_14_only_cuts_the_28px_column_of_the_named_models(study):

@@ -95,6 +95,12 @@ def test_refusals(tool, tmp_path, capsys):
     json_path.write_text(json.dumps(summary))
     assert tool.main(["--from", str(partial), "--command", "c", "--models", "net_a"]) == 2
     assert "finish it first" in capsys.readouterr().err
+    # a sweep whose second model is unfinished replaces nothing, not even the first model's file
+    half = _sweep_dir(tmp_path / "half", models=("net_a",))
+    before = sorted(p.name for p in tool.ZOO_DIR.iterdir())
+    assert tool.main(["--from", str(half), "--command", "c", "--models", "net_a", "net_b"]) == 2
+    assert "net_b runs trained at 14px for seeds []" in capsys.readouterr().err
+    assert sorted(p.name for p in tool.ZOO_DIR.iterdir()) == before
     assert tool.main(["--from", str(tmp_path / "nowhere"), "--command", "c"]) == 2
     assert "no sweep results" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -59,18 +59,21 @@ def zoo_entries(summary: dict[str, Any], command: str, models: Sequence[str] = M
     """Copy each model's seed-0 weights into the zoo; the manifest's entries with theirs replaced."""
     if summary["split"] != "test":
         raise InvalidValueError(f"the zoo records test-split accuracy; this sweep measured {summary['split']!r}")
-    ZOO_DIR.mkdir(exist_ok=True)
-    entries = {e["file"]: e for e in load_manifest().get("checkpoints", [])}
-    for name in models:
+    chosen = {}
+    for name in models:  # every model checked before any file is replaced
         runs = sorted((r for r in summary["runs"] if r["label"] == name and r["train_resolution"] == TRAIN_RESOLUTION),
                       key=lambda r: r["seed"])
         if [r["seed"] for r in runs] != sorted(summary["seeds"]):
             raise InvalidValueError(f"the sweep has {name} runs trained at {TRAIN_RESOLUTION}px for seeds "
                                     f"{[r['seed'] for r in runs]}, not for all of {summary['seeds']}; finish it first")
-        first = runs[0]
-        weights = Path(first["run_dir"]) / "model.safetensors"
+        weights = Path(runs[0]["run_dir"]) / "model.safetensors"
         if not weights.is_file():
             raise MissingFileError(f"weights of {name} not found: {weights}")
+        chosen[name] = (runs, weights)
+    ZOO_DIR.mkdir(exist_ok=True)
+    entries = {e["file"]: e for e in load_manifest().get("checkpoints", [])}
+    for name, (runs, weights) in chosen.items():
+        first = runs[0]
         filename = f"{name}.{TAG}.safetensors"
         target = ZOO_DIR / filename
         shutil.copyfile(weights, target)

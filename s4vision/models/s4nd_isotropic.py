@@ -18,7 +18,9 @@ output and a rank-2 kernel, followed by the ViT MLP).
 ``s4nd_iso_micro`` is the paper's isotropic S4ND model of its resolution-change experiments
 shrunk for 1-channel 14x14 digits, so that it can be evaluated zero-shot at 7 to 56 pixels. Every
 part is defined in units of the image rather than of pixels: a pointwise stem (no patchify), S4ND
-mixers with the paper's step range (``dt`` 0.1-1) and band limit (``bandlimit=0.2``), LayerNorms
+mixers with the paper's step range (``dt`` 0.1-1) and a band limit (``bandlimit=1.0``: no mode
+above the reference grid's Nyquist frequency; 0.4 scores better on the validation split at a
+10-epoch budget, see docs/benchmarks.md), LayerNorms
 over channels, a global mean pool; nothing depends on position. ``conv2d_iso_micro`` is the same
 network with a 5x5 depthwise convolution in place of each S4ND kernel (the paper's Conv2D
 baseline).

@@ -18,6 +18,7 @@ from timm.models import register_model
 from torch import nn
 
 TESTS_DIR = Path(__file__).resolve().parent
+ROOT = TESTS_DIR.parent
 TINY = "s4v_test_tiny"
 MIN_SIZE = 6
 
@@ -211,3 +212,24 @@ def torchrun_two_ranks(out: Path, args: list[str], timeout: float = 600) -> tupl
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tuple(load_file(str(path)) for path in (out / "rank0.safetensors", out / "rank1.safetensors",
                                                    out / "run" / "model.safetensors"))
+
+
+def load_tool(name: str):
+    """The module of ``tools/<name>.py`` (tools are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_same_values_and_grads(out: torch.Tensor, expected: torch.Tensor, inputs, reference_inputs) -> None:
+    """``out == expected``, and the gradients of one random cotangent through each, with respect to
+    ``inputs`` and ``reference_inputs`` (pairwise), are equal."""
+    torch.testing.assert_close(out, expected)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), list(inputs))
+    grads_ref = torch.autograd.grad((expected * g).sum(), list(reference_inputs))
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b)

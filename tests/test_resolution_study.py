@@ -1,20 +1,13 @@
 """tools/resolution_study.py: which runs the study makes (no training here)."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
+from _helpers import load_tool
 from s4vision.errors import InvalidValueError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("resolution_study", ROOT / "tools" / "resolution_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("resolution_study")
 
 
 def _resolutions(entries):

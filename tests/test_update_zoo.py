@@ -1,5 +1,4 @@
 """tools/update_zoo.py: a multi-seed sweep -> model_zoo/ files and manifest entries (on a copy of the zoo)."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -7,15 +6,12 @@ import pytest
 import yaml
 
 import s4vision.models.zoo as zoo
-
-ROOT = Path(__file__).resolve().parents[1]
+from _helpers import load_tool
 
 
 @pytest.fixture
 def tool(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("update_zoo", ROOT / "tools" / "update_zoo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool("update_zoo")
     zoo_dir = tmp_path / "model_zoo"
     zoo_dir.mkdir()
     other = {"model": "other", "tag": "x", "file": "other.x.safetensors", "sha256": "0" * 64}

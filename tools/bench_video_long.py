@@ -25,12 +25,16 @@
 3. Trains each head of ``--heads`` for each of ``--seeds`` through the engine
    (``task=video_features``: the Trainer, its parameter groups with the SSM
    parameters exempt from weight decay, warmup + cosine), heads from the temporal-head
-   registry: ViS4mer (continuous time, ``train_fps`` 8), temporal mean pooling, a
+   registry: ViS4mer (continuous time, ``train_fps`` 8; width ``--vis4mer-width`` 128 and
+   ``readout="mean_first_last"``, the design chosen with ``--select``), temporal mean pooling, a
    Transformer with learned positions and one with sinusoidal time positions (both
    averaging T // ``--tokens`` frames per token, the time-aware one by time windows),
    and evaluates every trained head on the four held-out variants with the features
    and timestamps as cached (:func:`s4vision.video_demo.evaluate_on_caches`). One
    JSON per (T, head, seed) in ``--work-dir``: an interrupted run resumes.
+   ``--select`` is the design-selection protocol: each head trained on the training clips but
+   the last ``--select-clips`` (400) and scored on those, at 8 fps; the val split is never
+   read, so designs and learning rates are chosen without looking at the reported figures.
 4. Measures, on random features, time per clip (inference and one training
    step) and peak memory of a training step, for T up to ``--memory-lengths``,
    for the benchmark's heads and for the Transformer over every frame (one token
@@ -47,6 +51,8 @@ Prints tables, writes JSON (``--out``) and a PNG plot (``--plot``).
     nice -n 19 python tools/bench_video_long.py --work-dir /tmp/bench_video_long \\
         --out /tmp/bench_video_long/bench.json --plot /tmp/bench_video_long/bench.png
     python tools/bench_video_long.py --skip-accuracy        # time and memory only
+    python tools/bench_video_long.py --work-dir /tmp/bench_video_long --select --lengths 256 --seeds 0 \
+        --epochs 8 --heads vis4mer --vis4mer-width 64 --vis4mer-readout mean   # one design, scored for selection
 """
 from __future__ import annotations
 
@@ -81,8 +87,8 @@ HEADS = ("mean_pool", "transformer", "vis4mer")  # the --features video run
 # For time and memory also the Transformer over every frame (one token per frame, as the memory
 # target compares), with the fused attention kernel scaled_dot_product_attention picks by default
 # and with plain attention that materialises the T x T matrix (``_math``).
-EFFICIENCY_MODELS = ("vis4mer", "mean_pool", "transformer", "transformer_sinusoidal", "transformer_frames",
-                     "transformer_frames_math")
+EFFICIENCY_MODELS = ("vis4mer", "mean_pool", "transformer", "transformer_sinusoidal",
+                     "transformer_frames", "transformer_frames_math")
 
 
 # -- heads -------------------------------------------------------------------------------------
@@ -227,6 +233,7 @@ def measure_in_subprocess(name: str, T: int, args, in_dim: int) -> dict:
 
     command = [sys.executable, __file__, "--measure", name, str(T), str(in_dim), "--threads", str(args.threads),
                "--batch", str(args.memory_batch), "--d-model", str(args.d_model), "--d-state", str(args.d_state),
+               "--vis4mer-width", str(args.vis4mer_width), "--vis4mer-readout", args.vis4mer_readout,
                "--repeats", str(args.repeats), "--tokens", str(args.tokens), "--fps", str(args.fps)]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -253,7 +260,8 @@ def head_config(name: str, T: int, args) -> tuple[str, dict]:
     patch = max(1, T // args.tokens)
     transformer = {"embed_dim": args.d_model, "patch": patch, "num_heads": 4, "depth": 2}
     return {
-        "vis4mer": ("vis4mer", {"embed_dim": args.d_model, "depth": 3, "d_state": args.d_state, "train_fps": args.fps}),
+        "vis4mer": ("vis4mer", {"embed_dim": args.vis4mer_width, "depth": 3, "d_state": args.d_state,
+                                "readout": args.vis4mer_readout, "train_fps": args.fps}),
         "mean_pool": ("mean_pool", {}),
         "transformer": ("transformer", {**transformer, "max_tokens": 2 * (T // patch) + 2}),
         "transformer_sinusoidal": ("transformer", {**transformer, "positions": "sinusoidal", "train_fps": args.fps}),
@@ -323,56 +331,95 @@ def write_table_cache(out: Path, split: str, clips: int, T: int, variant: str, t
     return index_path
 
 
+def selection_split(train_index: Path, held_out: int) -> tuple[Path, Path]:
+    """Indices of the design-selection split next to ``train_index``: the training clips but the
+    last ``held_out``, and those last ``held_out`` (the val split is never looked at)."""
+    content = json.loads(train_index.read_text())
+    videos = content["videos"]
+    if not 0 < held_out < len(videos):
+        raise SystemExit(f"--select-clips must be between 1 and {len(videos) - 1}, got {held_out}")
+    paths = tuple(train_index.parent / f"select_{part}_{held_out}" / "index.json" for part in ("fit", "score"))
+    for path, part in zip(paths, (videos[:-held_out], videos[-held_out:])):
+        if not path.exists():  # a cache of its own (an index.json in a folder), the features one level up
+            path.parent.mkdir(exist_ok=True)
+            atomic_write_json(path, {**content, "videos": [{**v, "features": f"../{v['features']}"} for v in part]})
+    return paths
+
+
+def run_tag(name: str, lr: float, kwargs: dict, args) -> str:
+    """The file name of a (T, head, seed) run: plain for the study, with the design for --select."""
+    if not args.select:
+        return name
+    design = f"_w{kwargs['embed_dim']}_{kwargs['readout']}" if name == "vis4mer" else ""
+    return f"select{args.select_clips}_{name}{design}_lr{lr:g}"
+
+
 def run_study(work: Path, checkpoint: Path, args, results: dict) -> None:
     """Train every head at every T for every seed on the table features (through the engine) and
-    evaluate each at every frame-rate variant; one JSON per run in ``work`` (resumable)."""
+    evaluate each at every frame-rate variant; one JSON per run in ``work`` (resumable). With
+    ``--select``: trained on the training clips but the last ``--select-clips``, scored on those
+    at 8 fps (for choosing designs and learning rates; the val split stays untouched)."""
     tables = {split: feature_table(work, split, checkpoint, args.size) for split in SPLITS}
     mean, std = tables["train"].mean((0, 1, 2)), tables["train"].std((0, 1, 2)) + 1e-6
     tables = {split: (t - mean) / std for split, t in tables.items()}
     for T in args.lengths:
         train_index = write_table_cache(work / f"T{T}" / "train_8fps", "train", args.train_clips, T, "8fps",
                                         tables["train"], args)
-        val_indices = {v: write_table_cache(work / f"T{T}" / f"val_{v}", "val", args.val_clips, T, v, tables["val"], args)
-                       for v in VARIANTS}
+        if args.select:
+            train_index, scored = selection_split(train_index, args.select_clips)
+            val_indices = {"8fps": scored}
+        else:
+            val_indices = {v: write_table_cache(work / f"T{T}" / f"val_{v}", "val", args.val_clips, T, v, tables["val"],
+                                                args) for v in VARIANTS}
         for seed in args.seeds:
             for name in args.heads:
-                record = work / f"result_T{T}_{name}_seed{seed}.json"
+                registry_name, kwargs = head_config(name, T, args)
+                lr = args.head_lr.get(name, 3e-3)
+                tag = run_tag(name, lr, kwargs, args)
+                record = work / f"result_T{T}_{tag}_seed{seed}.json"
                 if record.exists():
                     row = json.loads(record.read_text())
                 elif args.report_only:
                     continue
                 else:
-                    registry_name, kwargs = head_config(name, T, args)
-                    run_dir = work / f"run_T{T}_{name}_seed{seed}"
-                    lr = args.head_lr.get(name, 3e-3)
-                    row = {"model": name, "T": T, "seed": seed, "lr": lr, "kwargs": kwargs}
+                    run_dir = work / f"run_T{T}_{tag}_seed{seed}"
+                    row = {"model": name, "design": tag, "T": T, "seed": seed, "lr": lr, "kwargs": kwargs}
                     row.update(train_head(registry_name, kwargs, train_index, val_indices["8fps"], args.epochs, lr,
                                           args.batch, seed, run_dir, args.threads))
-                    row["train_ms_per_clip"] = 1e3 * row["train_seconds"] / (args.epochs * args.train_clips)
+                    fitted = args.train_clips - (args.select_clips if args.select else 0)
+                    row["train_ms_per_clip"] = 1e3 * row["train_seconds"] / (args.epochs * fitted)
                     row["variants"] = evaluate_on_caches(run_dir / "model.safetensors", val_indices)
                     atomic_write_json(record, row)
                 results["accuracy"].append(row)
                 shown = " ".join(f"{v} {a:.3f}" for v, a in row["variants"].items())
                 print(f"T={T:5d} seed {seed} {name:22s} {shown} (train {row['train_accuracy']:.3f}, "
                       f"{row['train_ms_per_clip']:.1f} ms/clip)", flush=True)
+        if args.select and args.report_only:  # every design recorded for these heads and seeds, not just this one
+            results["accuracy"] = [r for r in results["accuracy"] if r["T"] != T]
+            for seed in args.seeds:
+                for record in sorted(work.glob(f"result_T{T}_select{args.select_clips}_*_seed{seed}.json")):
+                    row = json.loads(record.read_text())
+                    if row["model"] in args.heads:
+                        results["accuracy"].append(row)
 
 
 def study_table(results: dict, args) -> str:
     """Mean +- std over seeds of every variant's accuracy, training time per clip and peak memory."""
     peak = {(r["model"], r["T"]): r.get("peak_train_mb") for r in results["efficiency"] if "error" not in r}
-    lines = [f"{'T':>5} {'head':>22} " + " ".join(f"{v:>13}" for v in VARIANTS) + f" {'ms/clip':>9} {'peak MiB':>9}"]
+    variants = [v for v in VARIANTS if any(v in r["variants"] for r in results["accuracy"])]
+    width = max([22] + [len(r.get("design", r["model"])) for r in results["accuracy"]])
+    lines = [f"{'T':>5} {'head':>{width}} " + " ".join(f"{v:>13}" for v in variants) + f" {'ms/clip':>9} {'peak MiB':>9}"]
     for T in args.lengths:
-        for name in args.heads:
-            rows = [r for r in results["accuracy"] if r["T"] == T and r["model"] == name]
-            if not rows:
-                continue
+        at_T = [r for r in results["accuracy"] if r["T"] == T and r["model"] in args.heads]
+        for name in dict.fromkeys(r.get("design", r["model"]) for r in at_T):  # heads, or designs with --select
+            rows = [r for r in at_T if r.get("design", r["model"]) == name]
             cells = []
-            for v in VARIANTS:
+            for v in variants:
                 a = np.array([100 * r["variants"][v] for r in rows])
                 cells.append(f"{a.mean():6.1f} +- {a.std():4.1f}")
             ms = np.mean([r["train_ms_per_clip"] for r in rows])
             mem = peak.get((name, T))
-            lines.append(f"{T:>5} {name:>22} " + " ".join(f"{c:>13}" for c in cells) + f" {ms:>9.1f} "
+            lines.append(f"{T:>5} {name:>{width}} " + " ".join(f"{c:>13}" for c in cells) + f" {ms:>9.1f} "
                          + (f"{mem:>9.1f}" if mem is not None else f"{'-':>9}"))
     return "\n".join(lines)
 
@@ -473,6 +520,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--d-state", type=int, default=32)
+    parser.add_argument("--vis4mer-width", type=int, default=128,
+                        help="ViS4mer's embed_dim (its stages halve it); chosen with --select")
+    parser.add_argument("--vis4mer-readout", default="mean_first_last", choices=("mean", "mean_first_last"),
+                        help="what ViS4mer's classifier sees; chosen with --select")
     parser.add_argument("--memory-lengths", type=int, nargs="*", default=[256, 1024, 2048, 4096],
                         help="T of the time and memory measurement (none: skip it)")
     parser.add_argument("--memory-batch", type=int, default=4)
@@ -489,8 +540,13 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true", help="only measure time and memory")
     parser.add_argument("--efficiency-from", default=None, metavar="JSON",
                         help="take time and memory from an earlier run's --out file instead of measuring them")
+    parser.add_argument("--select", action="store_true",
+                        help="design selection: train on the training clips but the last --select-clips and score "
+                             "on those (8 fps); the val split is not used")
+    parser.add_argument("--select-clips", type=int, default=400)
     parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: report the (T, head, seed) runs already recorded in --work-dir")
+                        help="train nothing: report the (T, head, seed) runs already recorded in --work-dir "
+                             "(with --select: every design recorded)")
     parser.add_argument("--measure", nargs=3, metavar=("MODEL", "T", "IN_DIM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -548,8 +604,13 @@ def main() -> None:
     results["total_seconds"] = time.perf_counter() - started
 
     if results["accuracy"] and args.features == "table":
-        print(f"\naccuracy (%) over seeds {args.seeds}, mean +- std; trained at {args.fps:g} fps on {args.train_clips} "
-              f"clips, {args.val_clips} validation clips per variant; chance 10%")
+        if args.select:
+            print(f"\ndesign selection: accuracy (%) over seeds {args.seeds}, mean +- std; trained on the first "
+                  f"{args.train_clips - args.select_clips} training clips, scored on the last {args.select_clips} "
+                  f"(8 fps; the val split unused); chance 10%")
+        else:
+            print(f"\naccuracy (%) over seeds {args.seeds}, mean +- std; trained at {args.fps:g} fps on "
+                  f"{args.train_clips} clips, {args.val_clips} validation clips per variant; chance 10%")
         print(study_table(results, args))
     elif results["accuracy"]:
         print(f"\nvalidation accuracy ({args.train_clips} training clips, chance = 0.100)")
@@ -568,7 +629,7 @@ def main() -> None:
     print(f"\ntotal {results['total_seconds']:.0f} s")
 
     Path(args.out).write_text(json.dumps(results, indent=1))
-    if args.plot:
+    if args.plot and not args.select:
         (plot_study if args.features == "table" and not args.skip_accuracy else plot)(results, args, args.plot)
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
 

@@ -71,8 +71,11 @@ class S4ND(nn.Module):
             ``dt_max`` (initial step range per reference sample), ``lr`` (an optimiser hint for
             the SSM parameters), and for ``kernel="s4"`` ``dplr_rank`` and ``method``.
 
-    ``forward(x, rate=None)``: ``rate`` (a number or one per axis) overrides the derived
-    ``ref_i / S_i``: the SSM step along axis ``i`` is ``dt * rate_i``.
+    ``forward(x, rate=None, pooled_skip=None)``: ``rate`` (a number or one per axis) overrides the
+    derived ``ref_i / S_i``: the SSM step along axis ``i`` is ``dt * rate_i``. With a ``stride``,
+    ``pooled_skip`` ``(B, dim, *S // stride)`` is ``avg_pool(x, stride)`` given by a caller that
+    has it cheaper (the S4ND stem pools its 3-channel image before the pointwise projection:
+    the same by linearity, at a fraction of the cost).
     """
 
     def __init__(
@@ -157,16 +160,26 @@ class S4ND(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, rate: Optional[Rate] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rate: Optional[Rate] = None,
+                pooled_skip: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x (B, dim, *S) -> (B, out_dim, *S)`` (``*S // stride`` with a ``stride``)."""
         check_channels_first(x, self.dim, self.ndim)
         sizes = tuple(x.shape[2:])
         if self.stride is not None and any(s < k for s, k in zip(sizes, self.stride)):
             raise InvalidValueError(f"input of spatial size {sizes} is smaller than the pooling stride {self.stride}")
+        if pooled_skip is not None:
+            pooled = tuple(s // k for s, k in zip(sizes, self.stride or ()))
+            if self.stride is None or tuple(pooled_skip.shape) != (x.shape[0], self.dim, *pooled):
+                raise InvalidValueError(
+                    f"pooled_skip needs a stride and the pooled input's shape {(x.shape[0], self.dim, *pooled)}, "
+                    f"got {tuple(pooled_skip.shape)}" + ("" if self.stride else " (this layer has no stride)"))
         self.grid.observe(sizes)
         rates = self.grid.rates(sizes, rate)
         u = self._per_kernel(x)
-        if self.stride is not None:  # the skip is average-pooled too, inside the convolve-and-pool product
+        if pooled_skip is not None:
+            y = toeplitz_conv_nd(u, self._matrices(sizes, rates))
+            y = torch.addcmul(y, self._skip_weight(y.dtype), self._per_kernel(pooled_skip).to(y.dtype))
+        elif self.stride is not None:  # the skip is average-pooled too, inside the convolve-and-pool product
             y = toeplitz_conv_nd(u, self._matrices(sizes, rates), skip=(self.D.reshape(-1), self.stride))
         else:
             if self._toeplitz(sizes):

@@ -34,6 +34,7 @@ from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, Mlp
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
@@ -103,7 +104,18 @@ class S4NDStem(nn.Module):
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         if not is_tracing() and (x.ndim != 2 + len(self.proj_in.kernel_size) or x.shape[1] != self.proj_in.in_channels):
             return self.down(self.proj_in(x))  # the convolution's own message for a wrong shape
-        return self.down(pointwise_conv(x, self.proj_in.weight, self.proj_in.bias))
+        if is_tracing() or any(s < k for s, k in zip(x.shape[2:], self.down.stride)):
+            return self.down(pointwise_conv(x, self.proj_in.weight, self.proj_in.bias))  # the layer's own checks
+        # The S4ND layer's skip term averages its input over the stride; the projection is
+        # pointwise and linear, so that average is the projection of the averaged image: pooled
+        # at in_chans (3) channels instead of stem_chs.
+        pooled_skip = pointwise_conv(_avg_pool(x, self.down.stride), self.proj_in.weight, self.proj_in.bias)
+        return self.down(pointwise_conv(x, self.proj_in.weight, self.proj_in.bias), pooled_skip=pooled_skip)
+
+
+def _avg_pool(x: torch.Tensor, stride: Tuple[int, ...]) -> torch.Tensor:
+    """``(B, C, *S) -> (B, C, *S // stride)``: window means, trailing partial windows dropped."""
+    return (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[len(stride) - 1](x, stride)
 
 
 def _downsample(mixer_layer: Callable[..., nn.Module], in_chs: int, out_chs: int, stride: Tuple[int, ...],

@@ -68,6 +68,7 @@ __all__ = ["ViS4mer", "ViS4merState", "VideoClassifier", "TemporalPool"]
 
 _TOKEN_POOLS = ("mean", "flatten")
 _POOLS = ("max", "avg")
+_READOUTS = ("mean", "mean_first_last")
 
 
 def _steps(positions: torch.Tensor, first: float) -> torch.Tensor:
@@ -198,6 +199,8 @@ class ViS4merState:
         stages: per stage, its S4 state, the steps of its open time window and their positions.
         total: running sum ``(B, D_out)`` of the last stage's outputs.
         count: how many outputs ``total`` sums.
+        first, latest: the first and the newest of those outputs ``(B, D_out)`` (``None`` before
+            the first), for ``readout="mean_first_last"``.
         start: the first frame's timestamp per row ``(B,)`` (seconds), when timestamps are given.
         last_position, last_step: the newest frame's position and the step before it
             (training frame intervals from the first frame).
@@ -209,6 +212,8 @@ class ViS4merState:
     stages: List[_StageState]
     total: torch.Tensor
     count: int = 0
+    first: Optional[torch.Tensor] = None
+    latest: Optional[torch.Tensor] = None
     start: Optional[torch.Tensor] = None
     last_position: Optional[float] = None
     last_step: Optional[float] = None
@@ -235,6 +240,11 @@ class ViS4mer(nn.Module):
             training; a head that never saw one reads every input at its training rate).
         time_aware: step and pool by time (the default) or, ``False``, by frame index as in
             the paper (a frame-rate-dependent control).
+        readout: what the classifier sees of the last stage's sequence: ``"mean"``, its time
+            average (the paper), or ``"mean_first_last"``, the average next to its first and
+            last time windows (three times the width; windows are in time, so the readout is
+            the same at any frame rate). The second lets the head tell where in the clip
+            something happened, which the average alone hides.
         dropout: dropout in the stages; ``drop_rate``: before the classifier.
         device, dtype: where and in which dtype to create the parameters.
 
@@ -256,6 +266,7 @@ class ViS4mer(nn.Module):
         token_pool: str = "mean",
         train_fps: Optional[float] = None,
         time_aware: bool = True,
+        readout: str = "mean",
         dropout: float = 0.0,
         drop_rate: float = 0.0,
         device=None,
@@ -270,6 +281,7 @@ class ViS4mer(nn.Module):
                                     "(widths halve per stage)")
         check_choice("token_pool", token_pool, _TOKEN_POOLS)
         check_choice("pool", pool, _POOLS)
+        self.readout = check_choice("readout", readout, _READOUTS)
         if not isinstance(time_aware, bool):
             raise InvalidTypeError(f"time_aware must be a bool, got {time_aware!r}")
         dd = dict(device=device, dtype=dtype)
@@ -284,8 +296,9 @@ class ViS4mer(nn.Module):
             for i in range(depth)
         )
         self.num_features = widths[-1]
+        self.head_hidden_size = self.num_features * (3 if readout == "mean_first_last" else 1)  # what fc sees
         self.head_drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.fc = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     @property
     def train_fps(self) -> Optional[float]:
@@ -360,9 +373,16 @@ class ViS4mer(nn.Module):
         out = torch.cat(outputs)
         return out[torch.argsort(rows)] if out.shape[0] == batch else out
 
+    def _readout(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's sequence ``(B, C, L)`` -> what the classifier sees ``(B, head_hidden_size)``."""
+        if self.readout == "mean":
+            return x.mean(dim=-1)
+        return torch.cat([x.mean(dim=-1), x[..., 0], x[..., -1]], dim=-1)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Time average of ``(B, C, L)``, then the classifier (skipped with ``pre_logits``)."""
-        x = self.head_drop(x.mean(dim=-1))
+        """The readout of ``(B, C, L)`` (its time average, or with ``readout="mean_first_last"``
+        also its first and last windows), then the classifier (skipped with ``pre_logits``)."""
+        x = self.head_drop(self._readout(x))
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor, timestamps=None, fps: Optional[float] = None) -> torch.Tensor:
@@ -373,8 +393,8 @@ class ViS4mer(nn.Module):
         if len(groups) == 1:
             _, positions, first, end = groups[0]
             return self.forward_head(self._features(seq, positions, first, end))
-        means = [self._features(seq[rows], p, first, end).mean(-1) for rows, p, first, end in groups]
-        pooled = self._scatter_rows(groups, means, seq.shape[0])
+        readouts = [self._readout(self._features(seq[rows], p, first, end)) for rows, p, first, end in groups]
+        pooled = self._scatter_rows(groups, readouts, seq.shape[0])
         return self.fc(self.head_drop(pooled))
 
     def get_classifier(self) -> nn.Module:
@@ -383,7 +403,7 @@ class ViS4mer(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         dd = dict(device=self.proj.weight.device, dtype=self.proj.weight.dtype)
-        self.fc = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.fc = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -469,18 +489,30 @@ class ViS4mer(nn.Module):
         if first is None:  # a lone first frame: hold it until the step after it is known
             state = replace(state, start=start, last_position=float(positions[-1]), frames=frames,
                             held=(seq, positions))
-            return self.fc(self.head_drop(state.total / max(state.count, 1))), state
+            return self._stream_logits(state, state.total.new_zeros(*state.total.shape, 0)), state
         steps = _steps(positions, first)
         last_position, last_step = float(positions[-1]), float(steps[-1])
         stages, out = self._stream_stages(seq, positions, first, state.stages, closed=last_position)
-        total, count = state.total, state.count
+        total, count, first_out, latest = state.total, state.count, state.first, state.latest
         if out.shape[-1]:
-            total, count = total + out.sum(dim=-1), count + out.shape[-1]
+            total, count, latest = total + out.sum(dim=-1), count + out.shape[-1], out[..., -1]
+            first_out = out[..., 0] if first_out is None else first_out
         # logits as if the video ended here: flush the windows the last frame's end completes
         _, tentative = self._stream_stages(seq[..., :0], positions[:0], first, stages, closed=last_position + last_step)
-        mean = (total + tentative.sum(dim=-1)) / max(count + tentative.shape[-1], 1)
-        state = ViS4merState(stages, total, count, start, last_position, last_step, frames, None)
-        return self.fc(self.head_drop(mean)), state
+        state = ViS4merState(stages, total, count, first_out, latest, start, last_position, last_step, frames, None)
+        return self._stream_logits(state, tentative), state
+
+    def _stream_logits(self, state: ViS4merState, tentative: torch.Tensor) -> torch.Tensor:
+        """Logits of the outputs so far (``state``) and the ``tentative`` ones ``(B, C, n)`` that
+        the end of the newest frame completes, as :meth:`forward_head` on all of them."""
+        mean = (state.total + tentative.sum(dim=-1)) / max(state.count + tentative.shape[-1], 1)
+        if self.readout == "mean":
+            return self.fc(self.head_drop(mean))
+        first = state.first if state.first is not None else tentative[..., 0] if tentative.shape[-1] else None
+        last = tentative[..., -1] if tentative.shape[-1] else state.latest
+        if first is None:  # no window yet: as the mean, zeros
+            first = last = torch.zeros_like(mean)
+        return self.fc(self.head_drop(torch.cat([mean, first, last], dim=-1)))
 
     def _stream_stages(self, x, positions, first, stage_states, closed):
         new_states = []
@@ -492,7 +524,7 @@ class ViS4mer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, bidirectional={self.bidirectional}, token_pool={self.token_pool!r}, "
-                f"train_fps={self.train_fps}, time_aware={self.time_aware}")
+                f"train_fps={self.train_fps}, time_aware={self.time_aware}, readout={self.readout!r}")
 
 
 class VideoClassifier(nn.Module):

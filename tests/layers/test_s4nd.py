@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from _helpers import assert_same_values_and_grads
 from s4vision.kernels import centred_kernel
 from s4vision.layers import S4, S4ND
 from s4vision.ops import fft_conv, fft_conv_nd
@@ -297,15 +298,25 @@ def test_stride_pools_the_convolution_jointly(sizes, stride, rank):
     x = torch.randn(2, 5, *sizes, dtype=torch.float64, requires_grad=True)
     pool = {2: torch.nn.functional.avg_pool2d, 3: torch.nn.functional.avg_pool3d}[ndim]
     expected = pool(linear(x), stride, stride)
-    out = pooled(x)
-    torch.testing.assert_close(out, expected)
-    g = torch.randn_like(out)
-    grads = torch.autograd.grad((out * g).sum(), [x] + list(pooled.parameters()))
-    grads_ref = torch.autograd.grad((expected * g).sum(), [x] + list(linear.parameters()))
-    for a, b in zip(grads, grads_ref):
-        torch.testing.assert_close(a, b)
+    assert_same_values_and_grads(pooled(x), expected, [x, *pooled.parameters()], [x, *linear.parameters()])
     with pytest.raises(ValueError, match="smaller than the pooling stride"):
         pooled(torch.randn(1, 5, *(s - 1 if k > 1 else s for s, k in zip(stride, stride)), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("sizes, stride, channels", [((18, 13), (4, 2), 1), ((4, 6, 9), (2, 2, 4), 2)])
+def test_pooled_skip_given_equals_the_layers_own(sizes, stride, channels):
+    """A caller's ``pooled_skip`` (here torch's avg_pool of the input) gives the layer's own output
+    and gradients; a wrong shape, or a layer without a stride, is refused."""
+    ndim = len(sizes)
+    layer = make(5, ndim, stride=stride, channels=channels, out_proj="glu", dt_min=0.1, dt_max=1.0).double()
+    x = torch.randn(2, 5, *sizes, dtype=torch.float64, requires_grad=True)
+    pool = {2: torch.nn.functional.avg_pool2d, 3: torch.nn.functional.avg_pool3d}[ndim]
+    inputs = [x, *layer.parameters()]
+    assert_same_values_and_grads(layer(x, pooled_skip=pool(x, stride)), layer(x), inputs, inputs)
+    with pytest.raises(ValueError, match="pooled_skip"):
+        layer(x, pooled_skip=x)
+    with pytest.raises(ValueError, match="no stride"):
+        make(5, ndim)(x, pooled_skip=pool(x, stride))
 
 
 def test_stride_with_projection_changes_width():

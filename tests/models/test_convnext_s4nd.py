@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import timm
 
 import s4vision  # noqa: F401
+from _helpers import assert_same_values_and_grads
 from s4vision.layers import S4ND
 from s4vision.models import S4NDConvNeXt, inflate_convnext_2d_to_3d
 
@@ -174,6 +175,19 @@ def test_stem_in_chunks_equals_whole_batch(monkeypatch):
             results.append(model.stem(x))
     torch.testing.assert_close(results[1], results[0])
     torch.testing.assert_close(results[1], tracked.detach())
+
+
+@pytest.mark.parametrize("size", [32, 30])  # 30: a trailing partial window dropped
+def test_stem_pools_the_skip_before_projecting(size):
+    """The stem averages the image for the S4ND skip term before its pointwise projection
+    (linearity); the result equals the modules applied in order (projection, then the strided
+    layer pooling its own input), values and gradients."""
+    torch.manual_seed(0)
+    model = timm.create_model("s4nd_convnext_atto", img_size=32).double()
+    stem = model.stem
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    inputs = [x, *stem.parameters()]
+    assert_same_values_and_grads(stem(x), stem.norm(stem.down(stem.proj_in(x))), inputs, inputs)
 
 
 def test_model_class_direct_construction_validates():

@@ -108,8 +108,11 @@ class S4NDStem(nn.Module):
             return self.down(pointwise_conv(x, self.proj_in.weight, self.proj_in.bias))  # the layer's own checks
         # The S4ND layer's skip term averages its input over the stride; the projection is
         # pointwise and linear, so that average is the projection of the averaged image: pooled
-        # at in_chans (3) channels instead of stem_chs.
-        pooled_skip = pointwise_conv(_avg_pool(x, self.down.stride), self.proj_in.weight, self.proj_in.bias)
+        # at in_chans (3) channels instead of stem_chs. In at least fp32, as the layer computes
+        # (and CPU pooling has no fp16/bf16 kernels).
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        bias = None if self.proj_in.bias is None else self.proj_in.bias.to(dtype)
+        pooled_skip = pointwise_conv(_avg_pool(x.to(dtype), self.down.stride), self.proj_in.weight.to(dtype), bias)
         return self.down(pointwise_conv(x, self.proj_in.weight, self.proj_in.bias), pooled_skip=pooled_skip)
 
 

@@ -375,9 +375,11 @@ class ViS4mer(nn.Module):
 
     def _readout(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's sequence ``(B, C, L)`` -> what the classifier sees ``(B, head_hidden_size)``."""
-        if self.readout == "mean":
-            return x.mean(dim=-1)
-        return torch.cat([x.mean(dim=-1), x[..., 0], x[..., -1]], dim=-1)
+        return self._combine(x.mean(dim=-1), x[..., 0], x[..., -1])
+
+    def _combine(self, mean: torch.Tensor, first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The readout from the time average and the first and last windows, each ``(B, C)``."""
+        return mean if self.readout == "mean" else torch.cat([mean, first, last], dim=-1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """The readout of ``(B, C, L)`` (its time average, or with ``readout="mean_first_last"``
@@ -506,13 +508,11 @@ class ViS4mer(nn.Module):
         """Logits of the outputs so far (``state``) and the ``tentative`` ones ``(B, C, n)`` that
         the end of the newest frame completes, as :meth:`forward_head` on all of them."""
         mean = (state.total + tentative.sum(dim=-1)) / max(state.count + tentative.shape[-1], 1)
-        if self.readout == "mean":
-            return self.fc(self.head_drop(mean))
         first = state.first if state.first is not None else tentative[..., 0] if tentative.shape[-1] else None
         last = tentative[..., -1] if tentative.shape[-1] else state.latest
         if first is None:  # no window yet: as the mean, zeros
             first = last = torch.zeros_like(mean)
-        return self.fc(self.head_drop(torch.cat([mean, first, last], dim=-1)))
+        return self.fc(self.head_drop(self._combine(mean, first, last)))
 
     def _stream_stages(self, x, positions, first, stage_states, closed):
         new_states = []

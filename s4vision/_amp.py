@@ -12,6 +12,7 @@ def autocast_off(device: torch.device | str) -> contextlib.AbstractContextManage
     """A context with autocast disabled on ``device``'s type; a no-op on devices without autocast
     (the ``meta`` device, on which models are built and shape-checked without memory)."""
     device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
-    if torch.amp.is_autocast_available(device_type):
+    # Entering an autocast context costs more than many small ops: only when autocast is on.
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()

@@ -268,13 +268,17 @@ class GridView(_GridSemantics):
 
     def __init__(self, parent: _GridSemantics, stride: Tuple[int, ...]) -> None:
         self.parent, self.stride, self.ndim = parent, tuple(stride), parent.ndim
+        self._derived: Tuple[Optional[Tuple[int, ...]], Tuple[int, ...]] = (None, ())
 
     @property
     def _size(self) -> Tuple[int, ...]:
+        # Read on every layer call: derived once per parent size (a parent replaces its tuple
+        # whenever its size changes, so identity tells).
         size = self.parent._size
-        if not all(s > 0 for s in size):
-            return size
-        return tuple(max(s // k, 1) for s, k in zip(size, self.stride))
+        if self._derived[0] is not size:
+            own = tuple(max(s // k, 1) for s, k in zip(size, self.stride)) if all(s > 0 for s in size) else size
+            self._derived = (size, own)
+        return self._derived[1]
 
     def _fixed_rates(self) -> Dict[int, float]:
         return self.parent._fixed_rates()

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import is_tracing
+
 __all__ = ["LayerNormNd"]
 
 
@@ -23,5 +25,28 @@ class LayerNormNd(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2:
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        if self._along_channels(x):
+            return self._normalise_along_channels(x)
         x = F.layer_norm(x.movedim(1, -1), self.normalized_shape, self.weight, self.bias, self.eps)
         return x.movedim(-1, 1).contiguous()
+
+    def _along_channels(self, x: torch.Tensor) -> bool:
+        """CPU inference in fp32/fp64 reduces along dim 1 in place: ``layer_norm`` wants the
+        channels last, which costs a copy in and a copy out (measured 1.3-1.5x slower at 40-384
+        channels, one thread). With autograd, ``layer_norm``'s fused backward is kept."""
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or is_tracing():
+            return False
+        params = [p for p in (self.weight, self.bias) if p is not None]
+        return not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params)))
+
+    def _normalise_along_channels(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(1, keepdim=True)
+        rstd = centred.square().mean(1, keepdim=True).add_(self.eps).rsqrt_()
+        y = centred.mul_(rstd)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if self.weight is not None:
+            y = y.mul_(self.weight.view(shape)) if self.bias is None else torch.addcmul(
+                self.bias.view(shape), y, self.weight.view(shape))
+        elif self.bias is not None:
+            y = y.add_(self.bias.view(shape))
+        return y

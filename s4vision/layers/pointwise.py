@@ -10,6 +10,7 @@ from torch import nn
 
 from .._checks import check_choice, check_positive_int
 from ..errors import InvalidValueError
+from ..ops.pointwise import pointwise_conv
 
 __all__ = ["ACTIVATIONS", "OUT_PROJS", "create_activation", "create_out_proj", "PointwiseConv", "PointwiseMlp", "pointwise_conv"]
 
@@ -40,17 +41,6 @@ class PointwiseConv(nn.Conv1d):
         if x.ndim < 3 or x.shape[1] != self.in_channels:
             return super().forward(x)  # conv1d's own error message for a wrong shape
         return pointwise_conv(x, self.weight, self.bias)
-
-
-def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """A ``1 x ... x 1`` convolution ``(B, I, *S) -> (B, O, *S)`` with ``weight (O, I, 1, ..., 1)``
-    (any number of trailing ones, as ``nn.Conv*d`` store it) and ``bias (O,)``, as one batched GEMM
-    (the weight broadcast over the batch without a copy). On CPU, ``conv*d`` takes its im2col
-    path for 1x1 kernels, 2-3x slower at vision sizes."""
-    w = weight.reshape(weight.shape[0], weight.shape[1]).expand(x.shape[0], -1, -1)
-    flat = x.flatten(2)
-    y = torch.bmm(w, flat) if bias is None else torch.baddbmm(bias.unsqueeze(-1), w, flat)
-    return y.unflatten(2, x.shape[2:])
 
 
 class _GLUProjection(nn.Module):

@@ -10,6 +10,7 @@ the same output, twice as finely sampled.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -19,6 +20,7 @@ from .._checks import check_channels_first, check_choice, check_ndim, check_posi
 from ..errors import InvalidValueError
 from ..kernels.cache import EvalKernelCache
 from ..kernels.ssm import KERNELS, centred_kernels, ssm_kernel
+from ..ops.pointwise import pointwise_conv
 from ..ops.separable import (
     SEPARABLE_PATHS,
     choose_separable_path,
@@ -71,11 +73,14 @@ class S4ND(nn.Module):
             ``dt_max`` (initial step range per reference sample), ``lr`` (an optimiser hint for
             the SSM parameters), and for ``kernel="s4"`` ``dplr_rank`` and ``method``.
 
-    ``forward(x, rate=None, pooled_skip=None)``: ``rate`` (a number or one per axis) overrides the
-    derived ``ref_i / S_i``: the SSM step along axis ``i`` is ``dt * rate_i``. With a ``stride``,
-    ``pooled_skip`` ``(B, dim, *S // stride)`` is ``avg_pool(x, stride)`` given by a caller that
-    has it cheaper (the S4ND stem pools its 3-channel image before the pointwise projection:
-    the same by linearity, at a fraction of the cost).
+    ``forward(x, rate=None, in_proj=None)``: ``rate`` (a number or one per axis) overrides the
+    derived ``ref_i / S_i``: the SSM step along axis ``i`` is ``dt * rate_i``. ``in_proj``
+    ``(weight, bias)`` is a pointwise projection ``I -> dim`` to apply to ``x (B, I, *S)`` first
+    (``weight (dim, I)`` or a convolution's ``(dim, I, 1, ...)``, ``bias (dim,)`` or ``None``):
+    the same as ``layer(pointwise_conv(x, weight, bias))``, but with a ``stride`` the projected
+    input is never formed whole in CPU inference and the skip term pools the ``I`` channels
+    before projecting (:func:`~s4vision.ops.toeplitz_conv_nd`): the S4ND stem projects a
+    3-channel image to 32 channels at full resolution.
     """
 
     def __init__(
@@ -140,13 +145,13 @@ class S4ND(nn.Module):
 
     def _factors(self, sizes: Tuple[int, ...], rates: Tuple[float, ...]) -> List[torch.Tensor]:
         """All axes' kernels in one pass (:func:`~s4vision.kernels.ssm.centred_kernels`), cached
-        in eval mode until a parameter changes."""
+        in eval mode until a parameter of the kernel generators changes."""
 
         def compute() -> List[torch.Tensor]:
             kernels = centred_kernels(self.ssm, sizes, rates, self.bidirectional)  # (rank * channels, dim, 2L - 1)
             return [k.reshape(self.rank, self.channels * self.dim, -1) for k in kernels]
 
-        return self._cache(self, ("factors", sizes, rates), compute)
+        return self._cache(self.ssm, ("factors", sizes, rates), compute)
 
     def train(self, mode: bool = True) -> "S4ND":
         if mode:  # free the eval-mode kernels; (re)entering eval keeps them (they are still valid)
@@ -161,27 +166,33 @@ class S4ND(nn.Module):
     # -- forward -----------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor, rate: Optional[Rate] = None,
-                pooled_skip: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x (B, dim, *S) -> (B, out_dim, *S)`` (``*S // stride`` with a ``stride``)."""
-        check_channels_first(x, self.dim, self.ndim)
+                in_proj: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None) -> torch.Tensor:
+        """``x (B, dim, *S) -> (B, out_dim, *S)`` (``*S // stride`` with a ``stride``; ``x (B, I, *S)``
+        with ``in_proj``)."""
+        if in_proj is not None:
+            weight, bias = in_proj
+            check_channels_first(x, weight.shape[1], self.ndim)
+            if weight.shape[0] != self.dim or weight[0].numel() != weight.shape[1] or (
+                    bias is not None and tuple(bias.shape) != (self.dim,)):
+                raise InvalidValueError(
+                    f"in_proj needs a weight (dim={self.dim}, I) (or (dim, I, 1, ...)) and a bias ({self.dim},) or "
+                    f"None, got {tuple(weight.shape)} and {None if bias is None else tuple(bias.shape)}")
+            if self.stride is None:
+                return self(pointwise_conv(x, weight, bias), rate)
+            weight = weight.reshape(self.dim, -1).repeat(self.channels, 1)  # the rows of _per_kernel's copies
+            in_proj = (weight, None if bias is None else bias.repeat(self.channels))
+        else:
+            check_channels_first(x, self.dim, self.ndim)
         sizes = tuple(x.shape[2:])
         if self.stride is not None and any(s < k for s, k in zip(sizes, self.stride)):
             raise InvalidValueError(f"input of spatial size {sizes} is smaller than the pooling stride {self.stride}")
-        if pooled_skip is not None:
-            pooled = tuple(s // k for s, k in zip(sizes, self.stride or ()))
-            if self.stride is None or tuple(pooled_skip.shape) != (x.shape[0], self.dim, *pooled):
-                raise InvalidValueError(
-                    f"pooled_skip needs a stride and the pooled input's shape {(x.shape[0], self.dim, *pooled)}, "
-                    f"got {tuple(pooled_skip.shape)}" + ("" if self.stride else " (this layer has no stride)"))
         self.grid.observe(sizes)
         rates = self.grid.rates(sizes, rate)
-        u = self._per_kernel(x)
-        if pooled_skip is not None:
-            y = toeplitz_conv_nd(u, self._matrices(sizes, rates))
-            y = torch.addcmul(y, self._skip_weight(y.dtype), self._per_kernel(pooled_skip).to(y.dtype))
-        elif self.stride is not None:  # the skip is average-pooled too, inside the convolve-and-pool product
-            y = toeplitz_conv_nd(u, self._matrices(sizes, rates), skip=(self.D.reshape(-1), self.stride))
+        if self.stride is not None:  # the skip is average-pooled too, inside the convolve-and-pool product
+            u = x if in_proj is not None else self._per_kernel(x)
+            y = toeplitz_conv_nd(u, self._matrices(sizes, rates), skip=(self.D.reshape(-1), self.stride), in_proj=in_proj)
         else:
+            u = self._per_kernel(x)
             if self._toeplitz(sizes):
                 y = toeplitz_conv_nd(u, self._matrices(sizes, rates))
             else:
@@ -192,8 +203,7 @@ class S4ND(nn.Module):
     def _toeplitz(self, sizes: Tuple[int, ...]) -> bool:
         """Whether the convolution runs as Toeplitz products on every axis (chosen or forced)."""
         if self.conv_path == "auto":
-            path = choose_separable_path(sizes, [2 * s - 1 for s in sizes], self.rank)
-            return path == ("toeplitz",) * self.ndim
+            return _toeplitz_chosen(sizes, self.rank)
         return self.conv_path == "toeplitz"
 
     def _matrices(self, sizes: Tuple[int, ...], rates: Tuple[float, ...]) -> List[torch.Tensor]:
@@ -201,7 +211,7 @@ class S4ND(nn.Module):
         (cached in eval mode until a parameter changes)."""
         stride = self.stride or (1,) * self.ndim
         return self._cache(
-            self, ("matrices", sizes, rates),
+            self.ssm, ("matrices", sizes, rates),
             lambda: [toeplitz_matrix(k, L, s) for k, L, s in zip(self._factors(sizes, rates), sizes, stride)],
         )
 
@@ -238,3 +248,10 @@ class S4ND(nn.Module):
         if self.out_dim != self.dim:
             s += f", out_dim={self.out_dim}"
         return s + (f", stride={self.stride}" if self.stride is not None else "")
+
+
+@functools.lru_cache(maxsize=256)
+def _toeplitz_chosen(sizes: Tuple[int, ...], rank: int) -> bool:
+    """Whether :func:`choose_separable_path` picks Toeplitz products on every axis for a kernel
+    spanning the input (memoised: it runs on every call of every layer)."""
+    return choose_separable_path(sizes, [2 * s - 1 for s in sizes], rank) == ("toeplitz",) * len(sizes)

@@ -41,7 +41,6 @@ from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 
 from .._checks import check_positive_int, check_positive_number, check_sizes, is_tracing
 from ..layers import S4ND, ClassifierHeadNd, LayerNormNd, conv_nd
-from ..layers.pointwise import pointwise_conv
 from ..sampling import GridView, ReferenceClock, ReferenceGrid, check_timestamps, frame_rates, uniform_rate
 from ._builder import (
     S4ND_PAPER,
@@ -56,10 +55,6 @@ from ..errors import InvalidTypeError, InvalidValueError
 __all__ = ["S4NDConvNeXt", "S4NDConvNeXtBlock", "S4NDConvNeXtStage", "inflate_convnext_2d_to_3d"]
 
 Size = Union[int, Sequence[int]]
-
-
-# Largest full-resolution stem activation made at once on CPU (see S4NDStem.forward).
-_STEM_CHUNK_BYTES = 8 << 20
 
 
 class S4NDStem(nn.Module):
@@ -88,37 +83,12 @@ class S4NDStem(nn.Module):
         self.norm = norm_layer(out_chs, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if is_tracing() or x.device.type != "cpu" or torch.is_grad_enabled():
-            return self.norm(self._pooled(x))
-        # The pointwise output is the largest tensor of the network (stem_chs channels at full
-        # resolution). In CPU inference it is made and pooled a few images at a time, so it stays
-        # in cache and its memory is reused rather than mapped afresh for every batch (page
-        # faults). (Training keeps it for the backward pass anyway, and each chunk would
-        # regenerate the S4ND kernels.)
-        per_image = self.proj_in.out_channels * math.prod(x.shape[2:]) * x.element_size()
-        chunk = max(1, _STEM_CHUNK_BYTES // max(1, per_image))
-        if x.shape[0] <= chunk:
-            return self.norm(self._pooled(x))
-        return self.norm(torch.cat([self._pooled(part) for part in x.split(chunk)]))
-
-    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         if not is_tracing() and (x.ndim != 2 + len(self.proj_in.kernel_size) or x.shape[1] != self.proj_in.in_channels):
-            return self.down(self.proj_in(x))  # the convolution's own message for a wrong shape
-        if is_tracing() or any(s < k for s, k in zip(x.shape[2:], self.down.stride)):
-            return self.down(pointwise_conv(x, self.proj_in.weight, self.proj_in.bias))  # the layer's own checks
-        # The S4ND layer's skip term averages its input over the stride; the projection is
-        # pointwise and linear, so that average is the projection of the averaged image: pooled
-        # at in_chans (3) channels instead of stem_chs. In at least fp32, as the layer computes
-        # (and CPU pooling has no fp16/bf16 kernels).
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        bias = None if self.proj_in.bias is None else self.proj_in.bias.to(dtype)
-        pooled_skip = pointwise_conv(_avg_pool(x.to(dtype), self.down.stride), self.proj_in.weight.to(dtype), bias)
-        return self.down(pointwise_conv(x, self.proj_in.weight, self.proj_in.bias), pooled_skip=pooled_skip)
-
-
-def _avg_pool(x: torch.Tensor, stride: Tuple[int, ...]) -> torch.Tensor:
-    """``(B, C, *S) -> (B, C, *S // stride)``: window means, trailing partial windows dropped."""
-    return (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[len(stride) - 1](x, stride)
+            return self.norm(self.down(self.proj_in(x)))  # the convolution's own message for a wrong shape
+        # The S4ND layer applies the projection itself: it pools the image for its skip term before
+        # projecting, and in CPU inference never forms the projection (stem_chs channels at full
+        # resolution, the network's largest tensor) whole.
+        return self.norm(self.down(x, in_proj=(self.proj_in.weight, self.proj_in.bias)))
 
 
 def _downsample(mixer_layer: Callable[..., nn.Module], in_chs: int, out_chs: int, stride: Tuple[int, ...],

@@ -26,6 +26,7 @@ import torch
 from .._amp import autocast_off
 from .._checks import check_positive_int
 from .fftconv import next_fast_len
+from .pointwise import pointwise_conv
 from ..errors import InvalidTypeError, InvalidValueError
 
 __all__ = [
@@ -52,9 +53,10 @@ _FFT_ND_COST = 1200.0
 # Extra cost of each additional rank of the kernel (expanding the input, reducing the output).
 _RANK_OVERHEAD = 4.0
 # Without autograd, Toeplitz passes over axes at least this long run per sample without layout
-# copies; shorter ones (and all with autograd) as C larger GEMMs on a transposed copy (measured
-# crossover on the development CPU: ~16).
-_PER_SAMPLE_MIN_LENGTH = 16
+# copies; shorter ones (and all with autograd) as C larger GEMMs on a transposed copy (measured on
+# the development CPU, S4ND-ConvNeXt mixers, batch 1 to 32: per sample 1.1-1.5x faster at 14
+# samples, 1.1-3.5x slower at 7).
+_PER_SAMPLE_MIN_LENGTH = 12
 
 PathSpec = Union[str, Tuple[str, ...]]
 
@@ -112,6 +114,21 @@ def _fit_kernel(k: torch.Tensor, length: int) -> torch.Tensor:
     return k[..., start:start + full]
 
 
+def _flush_negligible_taps(k: torch.Tensor) -> torch.Tensor:
+    """``k (..., K)`` with the taps below ``eps**2 * max|k|`` along the last axis set to zero.
+
+    ``eps`` is the machine epsilon of fp32 (of fp64 for a double kernel): in any product sum the
+    taps take part in, the flushed ones change the result by at most ``K * eps**2`` relative to
+    the largest tap's term, well under one rounding step. What it buys is speed: an SSM kernel
+    decays exponentially, and taps near or below the smallest normal float (and their products
+    with the input) are subnormal numbers, which CPUs process 10-100x slower. Differentiable
+    (no gradient reaches a flushed tap).
+    """
+    size = k.detach().abs()
+    eps = torch.finfo(torch.promote_types(k.dtype, torch.float32)).eps
+    return k.masked_fill(size < (eps * eps) * size.amax(-1, keepdim=True), 0)
+
+
 def toeplitz_matrix(k: torch.Tensor, length: int, stride: int = 1) -> torch.Tensor:
     """Matrix of a centred 1D convolution on ``length`` samples, optionally average-pooled.
 
@@ -126,6 +143,11 @@ def toeplitz_matrix(k: torch.Tensor, length: int, stride: int = 1) -> torch.Tens
         ``(..., L // stride, L)``; with ``stride=1``, ``T[..., i, j] = k[..., i - j + K // 2]``
         (zero outside the kernel), so ``T @ u`` is the zero-padded convolution of ``u``. A
         pooled matrix convolves and pools in one product, never forming the full output.
+
+    Taps smaller than ``eps**2`` times the largest tap of their kernel (``eps`` of fp32, or of
+    fp64 for a double kernel) are set to zero: far below what the
+    products' sums can resolve, and the decaying tails of SSM kernels would otherwise put
+    subnormal numbers into the GEMMs (and their backward), which CPUs run many times slower.
     """
     if k.shape[-1] % 2 == 0:
         raise InvalidValueError(f"toeplitz_matrix needs an odd kernel length, got K={k.shape[-1]}")
@@ -133,7 +155,7 @@ def toeplitz_matrix(k: torch.Tensor, length: int, stride: int = 1) -> torch.Tens
     check_positive_int("toeplitz_matrix stride", stride)
     if stride > length:
         raise InvalidValueError(f"toeplitz_matrix stride {stride} exceeds the length {length}")
-    k = _fit_kernel(k, length)
+    k = _flush_negligible_taps(_fit_kernel(k, length))
     pad = (2 * length - 1 - k.shape[-1]) // 2
     if pad:
         k = torch.nn.functional.pad(k, (pad, pad))
@@ -193,18 +215,27 @@ def _toeplitz_along(u: torch.Tensor, k: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def toeplitz_conv_nd(
-    u: torch.Tensor, matrices: Sequence[torch.Tensor], skip: Optional[Tuple[torch.Tensor, Sequence[int]]] = None
+    u: torch.Tensor,
+    matrices: Sequence[torch.Tensor],
+    skip: Optional[Tuple[torch.Tensor, Sequence[int]]] = None,
+    in_proj: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None,
 ) -> torch.Tensor:
     """Apply per-axis matrices to ``u (B, C, *S)``: ``sum_r T_1[r] x_1 ... x_N T_N[r] u``.
 
     Args:
-        u: ``(B, C, *S)``.
+        u: ``(B, C, *S)``, or ``(B, I, *S)`` with ``in_proj``.
         matrices: ``N`` tensors ``(R, C, M_a, S_a)`` (e.g. :func:`toeplitz_matrix` of each
             axis kernel, pooled or not), the same ``R`` for every axis.
         skip: ``(weight (C,), stride)``: also add ``weight[c] * avg_pool(u, stride)`` (trailing
             partial windows dropped, so ``M_a = S_a // stride_a``). The leading axes are summed
             over their windows, the last axis' pooling is one more (small) matrix product; both
             cost less than ``avg_pool`` on the full input.
+        in_proj: ``(weight (C, I), bias (C,) or None)``: the matrices (and the skip) apply to the
+            pointwise projection ``weight @ u + bias`` of ``u``, the same as
+            ``toeplitz_conv_nd(pointwise_conv(u, weight, bias), ...)``. The skip pools the ``I``
+            input channels before projecting (by linearity); in CPU inference the projection,
+            the largest tensor when ``C > I`` at full resolution, is formed a few channels of
+            one sample at a time and used while it is in cache.
 
     Returns:
         ``(B, C, M_1, ..., M_N)`` in the matrices' dtype (fp32 even under autocast).
@@ -214,20 +245,83 @@ def toeplitz_conv_nd(
     dtype = matrices[0].dtype
     with autocast_off(u.device):
         u = u.to(dtype)
-        y = None
-        for r in range(matrices[0].shape[0]):
-            z = _toeplitz_products(u, [t[r] for t in matrices])
-            y = z if y is None else y + z
+        weight = bias = None
+        if in_proj is not None:
+            weight, bias = in_proj
+            weight = weight.reshape(weight.shape[0], -1).to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+            if weight.shape[1] != u.shape[1]:
+                raise InvalidValueError(f"in_proj weight {tuple(weight.shape)} for an input of {u.shape[1]} channels")
+        if weight is not None and _project_in_groups(u, weight, bias, matrices):
+            y = _grouped_products(u, weight, bias, matrices)
+        else:
+            v = u if weight is None else pointwise_conv(u, weight, bias)
+            y = None
+            for r in range(matrices[0].shape[0]):
+                z = _toeplitz_products(v, [t[r] for t in matrices])
+                y = z if y is None else y + z
         if skip is not None:
-            weight, stride = skip
-            for a, k in enumerate(stride[:-1]):
-                u = _window_sum(u, 2 + a, k)
-            # The last axis' window means as one GEMM with a matrix shared by every channel (no
-            # per-channel copy); the skip weight scales the pooled result.
-            pool = toeplitz_matrix(u.new_ones(1), u.shape[-1], stride[-1])  # (M, S): 1 / stride in each window
-            pooled = u @ pool.transpose(0, 1)
-            scale = weight.to(dtype).reshape(-1, *(1,) * (u.ndim - 2)) / math.prod(stride[:-1])
-            y = torch.addcmul(y, pooled, scale)
+            skip_weight, stride = skip
+            pooled = _avg_pool(u, stride)
+            if weight is not None:
+                pooled = pointwise_conv(pooled, weight, bias)
+            y = torch.addcmul(y, pooled, skip_weight.to(dtype).reshape(-1, *(1,) * (u.ndim - 2)))
+    return y
+
+
+def _avg_pool(u: torch.Tensor, stride: Sequence[int]) -> torch.Tensor:
+    """Window means of ``u (B, C, *S)`` over ``stride`` (trailing partial windows dropped): the
+    leading axes summed over their windows, the last axis' means one GEMM with a matrix shared by
+    every channel (no per-channel copy), cheaper than ``avg_pool`` on channels-first CPU tensors."""
+    for a, k in enumerate(stride[:-1]):
+        u = _window_sum(u, 2 + a, k)
+    S, k = u.shape[-1], stride[-1]
+    windows = torch.arange(S, device=u.device) // k == torch.arange(S // k, device=u.device).unsqueeze(-1)
+    pool = windows.to(u.dtype) / math.prod(stride)  # (S // k, S): the mean over every window
+    return u @ pool.transpose(0, 1)
+
+
+# Most bytes of the projected input formed at once by :func:`_grouped_products` (per sample; the
+# channels are split into equal groups under it). S4ND stem, 32 channels at 224 px (6.4 MB per
+# image), one and two threads: groups of 16 fastest, whole images 2-5 % slower and groups of 4-5
+# (L2-sized) 10-25 % slower.
+_GROUP_BYTES = 4 << 20
+
+
+def _project_in_groups(u: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                       matrices: Sequence[torch.Tensor]) -> bool:
+    """Whether the projection is formed in channel groups: CPU inference, and a projected sample
+    larger than one group."""
+    if u.device.type != "cpu" or _tracked(u, weight, *matrices, *([] if bias is None else [bias])):
+        return False
+    return weight.shape[0] * math.prod(u.shape[2:]) * u.element_size() > _GROUP_BYTES
+
+
+def _grouped_products(u: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                      matrices: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The products of ``weight @ u + bias`` formed a group of channels of one sample at a time:
+    ``(B, I, *S) -> (B, C, *M)``, without autograd."""
+    B, S = u.shape[0], u.shape[2:]
+    C = weight.shape[0]
+    groups = -(-C * math.prod(S) * u.element_size() // _GROUP_BYTES)
+    group = -(-C // groups)
+    y = u.new_empty(B, C, *(t.shape[-2] for t in matrices))
+    if bias is not None:  # the bias as one more input channel of ones: no extra pass over the projection
+        weight = torch.cat([weight, bias.unsqueeze(-1)], dim=1)
+    projected = u.new_empty(min(group, C), math.prod(S))  # reused by every group
+    for b in range(B):
+        inputs = u[b].reshape(u.shape[1], -1)
+        if bias is not None:
+            inputs = torch.cat([inputs, inputs.new_ones(1, inputs.shape[1])])
+        for c in range(0, C, group):
+            rows = slice(c, min(c + group, C))
+            v = torch.mm(weight[rows], inputs, out=projected[: rows.stop - c]).view(1, -1, *S)
+            for r in range(matrices[0].shape[0]):
+                z = _toeplitz_products(v, [t[r, rows] for t in matrices])
+                if r == 0:
+                    y[b, rows] = z[0]
+                else:
+                    y[b, rows] += z[0]
     return y
 
 
@@ -236,7 +330,11 @@ def _window_sum(x: torch.Tensor, axis: int, k: int) -> torch.Tensor:
     if k == 1:
         return x
     n = x.shape[axis] // k
-    return x.narrow(axis, 0, n * k).unflatten(axis, (n, k)).sum(axis + 1)
+    x = x.narrow(axis, 0, n * k)
+    if k == 2:  # even plus odd samples: 3-6x faster than a reduction over a middle axis of 2
+        lead = (slice(None),) * axis
+        return x[lead + (slice(0, None, 2),)] + x[lead + (slice(1, None, 2),)]
+    return x.unflatten(axis, (n, k)).sum(axis + 1)
 
 
 def _toeplitz_products(u: torch.Tensor, matrices: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -248,7 +346,7 @@ def _toeplitz_products(u: torch.Tensor, matrices: Sequence[torch.Tensor]) -> tor
     matmul of ``C`` GEMMs ``(rows, L) @ (L, M)``, at the price of a copy per axis (the axis is
     moved last, every other index becomes a row). With autograd the channels-first form is the
     faster at every size measured (1.2-2.9x, forward + backward, 14 to 56 samples: its backward is
-    ``C`` larger GEMMs too); without, the in-place one (1.1-1.6x at 28 to 56 samples).
+    ``C`` larger GEMMs too); without, the in-place one (1.1-1.6x at 14 to 56 samples).
     """
     if not _tracked(u, *matrices) and min(u.shape[2:]) >= _PER_SAMPLE_MIN_LENGTH:
         for a, t in enumerate(matrices):

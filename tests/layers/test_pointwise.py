@@ -64,17 +64,32 @@ def test_pointwise_mlp_matches_linear_layers_on_channels_last():
     torch.testing.assert_close(mlp(x), ref)
 
 
+@pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])  # layer_norm / along dim 1
 @pytest.mark.parametrize("shape", [(2, 5), (2, 5, 7), (2, 5, 3, 4), (2, 5, 2, 3, 4)])
-def test_layer_norm_nd_normalises_channels_at_each_position(shape):
+def test_layer_norm_nd_normalises_channels_at_each_position(shape, grad):
     norm = LayerNormNd(5).double()
     with torch.no_grad():
         norm.weight.normal_()
         norm.bias.normal_()
-    x = torch.randn(shape, dtype=torch.float64)
+    x = 3 + 2 * torch.randn(shape, dtype=torch.float64)
     ref = F.layer_norm(x.movedim(1, -1), (5,), norm.weight, norm.bias, 1e-6).movedim(-1, 1)
-    out = norm(x)
+    with torch.set_grad_enabled(grad):
+        out = norm(x)
     torch.testing.assert_close(out, ref)
-    assert out.is_contiguous()
+    assert out.is_contiguous() and out.requires_grad == grad
+
+
+@pytest.mark.parametrize("affine", [dict(elementwise_affine=False), dict(bias=False)], ids=["no_affine", "no_bias"])
+def test_layer_norm_nd_without_affine_parameters(affine):
+    norm = LayerNormNd(6, **affine)
+    if norm.weight is not None:
+        with torch.no_grad():
+            norm.weight.normal_()
+    x = torch.randn(3, 6, 4, 5)
+    ref = F.layer_norm(x.movedim(1, -1), (6,), norm.weight, norm.bias, 1e-6).movedim(-1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(norm(x), ref)
+    torch.testing.assert_close(norm(x), ref)
 
 
 @pytest.mark.parametrize("pool", ["avg", "max", "avgmax"])

@@ -286,6 +286,7 @@ def test_channels_are_kernels_per_feature_mixed_by_the_projection(out_proj):
     ((18, 13), (4, 2), 2),      # sizes not multiples of the stride: floor, like avg_pool
     ((5, 8, 8), (1, 2, 2), 1),  # 3D, time not pooled
     ((4, 6, 9), (2, 2, 4), 2),
+    ((7, 5, 6), (2, 2, 3), 1),  # odd sizes pooled by 2 on the leading axes
 ])
 def test_stride_pools_the_convolution_jointly(sizes, stride, rank):
     """stride=s gives avg_pool(K * x + D x, s) without forming the full output, with the same
@@ -303,20 +304,60 @@ def test_stride_pools_the_convolution_jointly(sizes, stride, rank):
         pooled(torch.randn(1, 5, *(s - 1 if k > 1 else s for s, k in zip(stride, stride)), dtype=torch.float64))
 
 
-@pytest.mark.parametrize("sizes, stride, channels", [((18, 13), (4, 2), 1), ((4, 6, 9), (2, 2, 4), 2)])
-def test_pooled_skip_given_equals_the_layers_own(sizes, stride, channels):
-    """A caller's ``pooled_skip`` (here torch's avg_pool of the input) gives the layer's own output
-    and gradients; a wrong shape, or a layer without a stride, is refused."""
+IN_PROJ_CASES = [((18, 13), (4, 2), 1, 1), ((4, 6, 9), (2, 2, 4), 2, 1), ((16, 12), (4, 4), 1, 2), ((9, 7), None, 2, 1)]
+
+
+def _conv_projection(x, weight, bias):
+    """torch's own 1x1 convolution: the reference for ``in_proj``."""
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[x.ndim - 2]
+    return conv(x, weight.reshape(*weight.shape, *(1,) * (x.ndim - 2)), bias)
+
+
+@pytest.mark.parametrize("sizes, stride, channels, rank", IN_PROJ_CASES)
+def test_in_proj_equals_projecting_first(sizes, stride, channels, rank):
+    """``layer(x, in_proj=(w, b))`` == ``layer(conv1x1(x, w, b))``, values and gradients (the skip
+    pools the 3 input channels before projecting, by linearity)."""
+    torch.manual_seed(0)
     ndim = len(sizes)
-    layer = make(5, ndim, stride=stride, channels=channels, out_proj="glu", dt_min=0.1, dt_max=1.0).double()
-    x = torch.randn(2, 5, *sizes, dtype=torch.float64, requires_grad=True)
-    pool = {2: torch.nn.functional.avg_pool2d, 3: torch.nn.functional.avg_pool3d}[ndim]
-    inputs = [x, *layer.parameters()]
-    assert_same_values_and_grads(layer(x, pooled_skip=pool(x, stride)), layer(x), inputs, inputs)
-    with pytest.raises(ValueError, match="pooled_skip"):
-        layer(x, pooled_skip=x)
-    with pytest.raises(ValueError, match="no stride"):
-        make(5, ndim)(x, pooled_skip=pool(x, stride))
+    layer = make(5, ndim, stride=stride, channels=channels, rank=rank, out_proj="glu", dt_min=0.1, dt_max=1.0).double()
+    weight, bias = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    x = torch.randn(2, 3, *sizes, dtype=torch.float64)
+    inputs = [x, weight, bias, *layer.parameters()]
+    for t in (x, weight, bias):
+        t.requires_grad_()
+    assert_same_values_and_grads(layer(x, in_proj=(weight, bias)), layer(_conv_projection(x, weight, bias)), inputs, inputs)
+    # a convolution's weight (5, 3, 1, ..., 1) and no bias
+    conv_weight = weight.detach().reshape(5, 3, *(1,) * ndim)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, in_proj=(conv_weight, None)), layer(_conv_projection(x, weight, None)))
+
+
+@pytest.mark.parametrize("sizes, stride, channels, rank", IN_PROJ_CASES)
+def test_in_proj_inference_in_channel_groups(sizes, stride, channels, rank, monkeypatch):
+    """Without autograd on CPU the projection is formed a few channels of one sample at a time;
+    groups of 2 and 3 (a partial last group) give the plain result."""
+    from s4vision.ops import separable
+
+    torch.manual_seed(0)
+    layer = make(5, len(sizes), stride=stride, channels=channels, rank=rank, out_proj="glu").double().eval()
+    weight, bias = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    x = torch.randn(3, 3, *sizes, dtype=torch.float64)
+    with torch.no_grad():
+        expected = layer(_conv_projection(x, weight, bias))
+        for group in (2, 3):
+            monkeypatch.setattr(separable, "_GROUP_BYTES", group * math.prod(sizes) * 8)
+            torch.testing.assert_close(layer(x, in_proj=(weight, bias)), expected)
+
+
+def test_in_proj_refuses_mismatched_shapes():
+    layer = make(5, 2, stride=2)
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="in_proj"):
+        layer(x, in_proj=(torch.randn(4, 3), None))
+    with pytest.raises(ValueError, match="in_proj"):
+        layer(x, in_proj=(torch.randn(5, 3), torch.randn(4)))
+    with pytest.raises(ValueError, match="4 channels"):
+        layer(torch.randn(2, 4, 8, 8), in_proj=(torch.randn(5, 3), None))
 
 
 def test_stride_with_projection_changes_width():

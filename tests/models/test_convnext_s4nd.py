@@ -159,24 +159,6 @@ def test_torch_compile_captures_whole_model():
         torch.testing.assert_close(compiled(x), expected)
 
 
-def test_stem_in_chunks_equals_whole_batch(monkeypatch):
-    """In CPU inference the S4ND stem makes its full-resolution activation a few images at a
-    time; the outputs equal those of the whole batch at once (and of training mode's path)."""
-    import s4vision.models.convnext_s4nd as convnext_s4nd
-
-    torch.manual_seed(0)
-    model = timm.create_model("s4nd_convnext_atto", img_size=32).double()
-    x = torch.randn(5, 3, 32, 32, dtype=torch.float64)
-    tracked = model.stem(x)
-    results = []
-    for budget in (1 << 40, 1):  # everything at once; one image at a time
-        monkeypatch.setattr(convnext_s4nd, "_STEM_CHUNK_BYTES", budget)
-        with torch.no_grad():
-            results.append(model.stem(x))
-    torch.testing.assert_close(results[1], results[0])
-    torch.testing.assert_close(results[1], tracked.detach())
-
-
 @pytest.mark.parametrize("size", [32, 30])  # 30: a trailing partial window dropped
 def test_stem_pools_the_skip_before_projecting(size):
     """The stem averages the image for the S4ND skip term before its pointwise projection
@@ -188,6 +170,19 @@ def test_stem_pools_the_skip_before_projecting(size):
     x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
     inputs = [x, *stem.parameters()]
     assert_same_values_and_grads(stem(x), stem.norm(stem.down(stem.proj_in(x))), inputs, inputs)
+
+
+def test_stem_inference_projects_in_channel_groups(monkeypatch):
+    """In CPU inference the stem's 32-channel projection is formed a few channels of one image at a
+    time (groups of 5 here: a partial last group); the output is that of its modules in order."""
+    from s4vision.ops import separable
+
+    torch.manual_seed(0)
+    stem = timm.create_model("s4nd_convnext_atto", img_size=32).eval().stem
+    x = torch.randn(3, 3, 40, 36)
+    monkeypatch.setattr(separable, "_GROUP_BYTES", 5 * 40 * 36 * 4)
+    with torch.no_grad():
+        torch.testing.assert_close(stem(x), stem.norm(stem.down(stem.proj_in(x))))
 
 
 def test_model_class_direct_construction_validates():

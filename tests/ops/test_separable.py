@@ -98,6 +98,53 @@ def test_toeplitz_matrix_against_loop():
     torch.testing.assert_close(toeplitz_matrix(k, 9)[:, 2:7, 2:7], ref)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_toeplitz_matrix_flushes_negligible_taps(dtype):
+    """Taps below eps**2 of the kernel's largest (SSM tails reach subnormal numbers) become
+    exact zeros; every other tap is kept bit for bit, its gradient too."""
+    eps = torch.finfo(dtype).eps
+    L = 40
+    t = torch.arange(-(L - 1), L, dtype=torch.float64)
+    decay = torch.tensor([[2.5], [0.3]], dtype=torch.float64)  # the first reaches ~1e-43 at the ends
+    k = (torch.exp(-decay * t.abs()) * torch.cos(0.7 * t)).to(dtype).requires_grad_()
+    T = toeplitz_matrix(k, L)
+    kept = k.detach().abs() >= eps * eps * k.detach().abs().amax(-1, keepdim=True)
+    assert not kept[0].all() and kept[1].all()
+    tiny = torch.finfo(dtype).tiny
+    assert not ((T != 0) & (T.abs() < tiny)).any()  # no subnormal entries
+    # The matrix of the kernel with the negligible taps zeroed, built by a loop.
+    ref = torch.zeros(2, L, L, dtype=dtype)
+    for i in range(L):
+        for j in range(L):
+            tap = i - j + L - 1
+            ref[:, i, j] = torch.where(kept[:, tap], k.detach()[:, tap], torch.zeros((), dtype=dtype))
+    assert torch.equal(T.detach(), ref)
+    T.sum().backward()
+    counts = torch.tensor([L - abs(x) for x in range(-(L - 1), L)], dtype=dtype)
+    assert torch.equal(k.grad, torch.where(kept, counts, torch.zeros((), dtype=dtype)))
+    # The change to a convolution is far below one rounding step: against the exact fp64 product
+    # of the unflushed kernel (no gradient reaches a flushed tap, but its value was negligible).
+    u = torch.randn(3, 2, L, dtype=torch.float64)
+    exact = torch.einsum("cml,bcl->bcm", toeplitz_matrix(k.detach().double(), L), u)
+    got = torch.einsum("cml,bcl->bcm", T.detach().double(), u)
+    assert (got - exact).abs().max() <= L * eps * eps * k.detach().abs().max() * u.abs().max()
+
+
+def test_s4nd_matrices_have_no_subnormal_entries():
+    """The S4ND layer's Toeplitz matrices on a long axis (strongly decaying modes): their tails
+    would otherwise be subnormal (10-100x slower GEMMs on CPU)."""
+    from s4vision.layers import S4ND
+
+    layer = S4ND(8, ndim=2, d_state=16, activation=None, out_proj=None, l_max=224, dt_min=0.5, dt_max=1.0).eval()
+    sizes = (224, 224)
+    with torch.no_grad():
+        factors = layer.kernel_factors(sizes)
+        matrices = layer._matrices(sizes, layer.grid.rates(sizes))
+    tiny = torch.finfo(torch.float32).tiny
+    assert any(((k != 0) & (k.abs() < tiny)).any() for k in factors)  # the kernels do reach them
+    assert all(not ((m != 0) & (m.abs() < tiny)).any() for m in matrices)
+
+
 @pytest.mark.parametrize("L,K,stride", [(12, 23, 4), (13, 5, 4), (7, 13, 2), (6, 3, 6), (9, 31, 3)])
 def test_pooled_toeplitz_matrix_is_avg_pool_of_the_convolution(L, K, stride):
     """Pooled matrix times u == avg_pool1d of the zero-padded convolution of u (torch's conv1d)."""

@@ -41,7 +41,7 @@ class LayerNormNd(nn.LayerNorm):
 
     def _normalise_along_channels(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - x.mean(1, keepdim=True)
-        rstd = centred.square().mean(1, keepdim=True).add_(self.eps).rsqrt_()
+        rstd = (centred * centred).mean(1, keepdim=True).add_(self.eps).rsqrt_()  # mul: faster than square()
         y = centred.mul_(rstd)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         if self.weight is not None:

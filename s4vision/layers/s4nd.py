@@ -132,6 +132,7 @@ class S4ND(nn.Module):
         self.act = create_activation(activation)
         self.dropout = nn.Dropout(dropout)
         self.out_proj = create_out_proj(out_proj, channels * dim, out_dim, **dd)
+        self._linear = activation is None and out_proj is None
         self._cache = EvalKernelCache()
 
     # -- kernels -----------------------------------------------------------------------------
@@ -197,7 +198,9 @@ class S4ND(nn.Module):
                 y = toeplitz_conv_nd(u, self._matrices(sizes, rates))
             else:
                 y = separable_conv_nd(u, self._factors(sizes, rates), path=self.conv_path)
-            y = torch.addcmul(y, self._skip_weight(y.dtype), u)
+            skip = self._skip_weight(y.dtype)
+            # in place without autograd: one full-size buffer fewer per call
+            y = torch.addcmul(y, skip, u) if torch.is_grad_enabled() else y.addcmul_(skip, u)
         return self._mix(y, x.dtype)
 
     def _toeplitz(self, sizes: Tuple[int, ...]) -> bool:
@@ -226,6 +229,8 @@ class S4ND(nn.Module):
 
     def _mix(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Activation, dropout and output projection: ``(B, channels * dim, *S) -> (B, out_dim, *S)``."""
+        if self._linear and (self.dropout.p == 0 or not self.training):  # a ConvNeXt mixer: nothing to call
+            return y.to(dtype)
         return self.out_proj(self.dropout(self.act(y)).to(dtype))
 
     # -- checkpoints -------------------------------------------------------------------------

@@ -57,6 +57,12 @@ __all__ = ["S4NDConvNeXt", "S4NDConvNeXtBlock", "S4NDConvNeXtStage", "inflate_co
 Size = Union[int, Sequence[int]]
 
 
+# Positions whose block MLP runs at once in CPU inference (S4NDConvNeXtBlock._forward_in_chunks):
+# 1,024 was the fastest of 512 / 1,024 / 2,048 (and of a fixed 1.5 MB hidden chunk) for atto and
+# tiny at 224 px, batch 2, one and two threads: the whole models 7-12 % faster than unchunked.
+_MLP_CHUNK_POSITIONS = 1024
+
+
 class S4NDStem(nn.Module):
     """S4ND patchify stem: pointwise ``in_chans -> stem_chs``, then an S4ND layer that pools by the
     patch size and projects to ``out_chs`` with a GLU, then a channel LayerNorm.
@@ -139,6 +145,8 @@ class S4NDConvNeXtBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._in_chunks(x):
+            return self._forward_in_chunks(x)
         shortcut = x
         x = self.mixer(x).movedim(1, -1)
         x = self.mlp(self.norm(x))
@@ -146,6 +154,27 @@ class S4NDConvNeXtBlock(nn.Module):
             x = x * self.gamma
         # shortcut first: the sum then takes its (contiguous, channels-first) layout
         return shortcut + self.drop_path(x.movedim(-1, 1))
+
+    def _in_chunks(self, x: torch.Tensor) -> bool:
+        """CPU inference (eval, no autograd) on more positions than one chunk."""
+        if is_tracing() or torch.compiler.is_compiling() or self.training or torch.is_grad_enabled():
+            return False
+        return x.device.type == "cpu" and x.numel() // x.shape[1] > _MLP_CHUNK_POSITIONS
+
+    def _forward_in_chunks(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm, MLP and scale of :meth:`forward` on ``_MLP_CHUNK_POSITIONS`` positions at a time
+        (each position is computed on its own either way). The MLP's hidden activation, 4x the
+        channels at every position and the block's largest tensor, then stays in cache and is never
+        allocated whole, which the allocator would otherwise hand back to the system and fault in
+        again on every call."""
+        mixed = self.mixer(x).movedim(1, -1)
+        rows = mixed.reshape(-1, mixed.shape[-1])  # channels last: the one copy the norm would make
+        out = torch.empty_like(rows)
+        for start in range(0, rows.shape[0], _MLP_CHUNK_POSITIONS):
+            chunk = slice(start, start + _MLP_CHUNK_POSITIONS)
+            h = self.mlp(self.norm(rows[chunk]))
+            out[chunk] = h if self.gamma is None else h.mul_(self.gamma)
+        return x + out.view(mixed.shape).movedim(-1, 1)
 
 
 class S4NDConvNeXtStage(nn.Module):

@@ -185,6 +185,33 @@ def test_stem_inference_projects_in_channel_groups(monkeypatch):
         torch.testing.assert_close(stem(x), stem.norm(stem.down(stem.proj_in(x))))
 
 
+@pytest.mark.parametrize("gamma", [True, False], ids=["layer_scale", "no_layer_scale"])
+def test_block_inference_in_chunks_of_positions(gamma, monkeypatch):
+    """In CPU inference a block runs its norm and MLP a chunk of positions at a time (here 7: a
+    partial last chunk); the output is the plain form's (autograd on), and training mode or
+    autograd keep the plain form."""
+    import s4vision.models.convnext_s4nd as convnext_s4nd
+    from s4vision.models.convnext_s4nd import S4NDConvNeXtBlock
+    from s4vision.sampling import ReferenceGrid
+
+    torch.manual_seed(0)
+    block = S4NDConvNeXtBlock(8, partial(S4ND, d_state=8, activation=None, out_proj=None), ReferenceGrid(2, (5, 6)).view(1),
+                              ls_init_value=0.5 if gamma else None).eval()
+    x = torch.randn(2, 8, 5, 6)
+    expected = block(x)  # autograd on: the plain form
+    assert expected.requires_grad
+    monkeypatch.setattr(convnext_s4nd, "_MLP_CHUNK_POSITIONS", 7)
+    calls = []
+    monkeypatch.setattr(block.mlp, "forward", lambda h, f=block.mlp.forward: calls.append(h.shape) or f(h))
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected.detach())
+    assert calls == [(7, 8)] * 8 + [(4, 8)]  # 60 positions
+    calls.clear()
+    with torch.no_grad():
+        block.train()(x)
+    assert calls == [(2, 5, 6, 8)]
+
+
 def test_model_class_direct_construction_validates():
     with pytest.raises(ValueError, match="num_frames"):
         S4NDConvNeXt(ndim=3, img_size=32, depths=(1, 1, 1, 1), dims=(8, 8, 8, 8))

@@ -172,15 +172,16 @@ def test_stem_pools_the_skip_before_projecting(size):
     assert_same_values_and_grads(stem(x), stem.norm(stem.down(stem.proj_in(x))), inputs, inputs)
 
 
-def test_stem_inference_projects_in_channel_groups(monkeypatch):
+@pytest.mark.parametrize("size", [(40, 36), (42, 37)])  # (42, 37): trailing partial windows dropped
+def test_stem_inference_projects_in_channel_groups(size, monkeypatch):
     """In CPU inference the stem's 32-channel projection is formed a few channels of one image at a
     time (groups of 5 here: a partial last group); the output is that of its modules in order."""
     from s4vision.ops import separable
 
     torch.manual_seed(0)
     stem = timm.create_model("s4nd_convnext_atto", img_size=32).eval().stem
-    x = torch.randn(3, 3, 40, 36)
-    monkeypatch.setattr(separable, "_GROUP_BYTES", 5 * 40 * 36 * 4)
+    x = torch.randn(3, 3, *size)
+    monkeypatch.setattr(separable, "_GROUP_BYTES", 5 * math.prod(size) * 4)
     with torch.no_grad():
         torch.testing.assert_close(stem(x), stem.norm(stem.down(stem.proj_in(x))))
 

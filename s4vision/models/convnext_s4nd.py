@@ -29,12 +29,10 @@ reference grid are dropped by default (``bandlimit=1.0``; ``bandlimit=0`` keeps 
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from timm.layers import DropPath, Mlp
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model

@@ -36,3 +36,17 @@ def test_smoke_run_writes_one_row_per_part_and_clock(tmp_path):
         (p, c) for p in ["stem", "forward"] + [f"mixer {i}" for i in range(4)] + [f"downsample {i}" for i in (1, 2, 3)]
         for c in ("wall@2", "cpu@1")}
     assert all(r["ms"] > 0 and r["baseline_ms"] > 0 and r["ratio"] == r["ms"] / r["baseline_ms"] for r in rows)
+
+
+def test_kernel_generation_steps_cover_every_s4nd_layer():
+    from s4vision.layers import S4ND
+
+    tool = load_tool("bench_convnext_parts")
+    model = timm.create_model("s4nd_convnext_atto", img_size=32)
+    steps = tool.kernel_generation_steps(model, torch.randn(1, 3, 32, 32))
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, S4ND)}
+    assert set(steps) == set(layers) and len(steps) == 16  # stem, 3 downsampling layers, 12 mixers
+    assert model.training
+    steps["stages.2.blocks.0.mixer"]()  # backpropagates into that layer's SSM parameters only
+    assert all(p.grad is not None for p in layers["stages.2.blocks.0.mixer"].ssm.parameters())
+    assert all(p.grad is None for p in layers["stem.down"].ssm.parameters())

@@ -9,8 +9,13 @@ median of ``--rounds`` repetitions, rounds interleaved over parts, models and cl
 do not add up to the forward pass: the blocks' LayerNorm and MLP (the same in both models) are
 left out, and a part timed on its own runs with warm caches.
 
+``--kernel-generation`` also times, per S4ND layer of the S4ND models, what a training step
+spends making its kernels: the per-axis kernels from the SSM parameters and their Toeplitz
+matrices (as the layer forms them), forward and backward.
+
     python tools/bench_convnext_parts.py                  # ~1 minute on a 2-core CPU
     python tools/bench_convnext_parts.py --models s4nd_convnext_tiny --rounds 25
+    python tools/bench_convnext_parts.py --kernel-generation --rounds 5
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_clocks import DEFAULT_CLOCKS, machine_info, parse_clocks, side_by_side  # noqa: E402
 
 import s4vision  # noqa: E402,F401  (registers the s4vision models)
+from s4vision.layers import S4ND  # noqa: E402
+from s4vision.ops import toeplitz_matrix  # noqa: E402
 
 PAIRS = {"s4nd_convnext_atto": "convnext_atto", "s4nd_convnext_tiny": "convnext_tiny"}
 
@@ -40,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--rounds", type=int, default=15, help="timed repetitions per part and clock (median kept)")
     p.add_argument("--clocks", nargs="+", default=list(DEFAULT_CLOCKS))
+    p.add_argument("--kernel-generation", action="store_true",
+                   help="also time each S4ND layer's kernel and matrix generation, forward + backward")
     p.add_argument("--out", default="bench_convnext_parts.json")
     return p.parse_args(argv)
 
@@ -69,6 +78,44 @@ def parts(model: torch.nn.Module, x: torch.Tensor) -> Dict[str, Tuple[Callable, 
         named[f"mixer {i}"] = (block.mixer if hasattr(block, "mixer") else block.conv_dw, block_input)
     named["forward"] = (model, x)
     return named
+
+
+def kernel_generation_steps(model: torch.nn.Module, x: torch.Tensor) -> Dict[str, Callable[[], None]]:
+    """Per S4ND layer (by name), a call that makes its kernels and Toeplitz matrices for the input
+    size it sees in the model and backpropagates through them, as a training step does."""
+    seen: Dict[str, Tuple[int, ...]] = {}
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, S4ND)}
+    hooks = [m.register_forward_pre_hook(lambda _m, args, n=n: seen.__setitem__(n, tuple(args[0].shape[2:])))
+             for n, m in layers.items()]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    model.train()
+
+    def step(layer: S4ND, sizes: Tuple[int, ...]) -> None:
+        stride = layer.stride or (1,) * layer.ndim
+        matrices = [toeplitz_matrix(k, L, s) for k, L, s in zip(layer.kernel_factors(sizes), sizes, stride)]
+        sum(m.sum() for m in matrices).backward()
+
+    return {n: (lambda layer=layers[n], sizes=seen[n]: step(layer, sizes)) for n in layers}
+
+
+def time_kernel_generation(args, clocks, x: torch.Tensor) -> List[dict]:
+    rows = []
+    for name in args.models:
+        steps = kernel_generation_steps(timm.create_model(name), x)
+        times: Dict[Tuple[str, str], List[float]] = {}
+        for fn in steps.values():  # warm-up
+            for clock in clocks:
+                clock.time(fn)
+        for _ in tqdm(range(args.rounds), desc=f"kernel generation, {name}", unit="round"):
+            for layer, fn in steps.items():
+                for clock in clocks:
+                    times.setdefault((layer, clock.name), []).append(clock.time(fn))
+        for (layer, clock_name), values in times.items():
+            rows.append(dict(model=name, layer=layer, clock=clock_name, ms=statistics.median(values) * 1e3))
+    return rows
 
 
 def main(argv=None) -> dict:
@@ -115,6 +162,17 @@ def main(argv=None) -> dict:
     print(text)
     result = dict(benchmark="bench_convnext_parts", machine=machine, timm=timm.__version__, batch=args.batch,
                   resolution=args.resolution, rounds=args.rounds, table=text, results=rows)
+    if args.kernel_generation:
+        generation = time_kernel_generation(args, clocks, x)
+        print("kernel and matrix generation per S4ND layer, forward + backward (a training step's share), median ms")
+        for name in args.models:
+            for clock in clocks:
+                mine = sorted((r for r in generation if r["model"] == name and r["clock"] == clock.name),
+                              key=lambda r: -r["ms"])
+                total = sum(r["ms"] for r in mine)
+                print(f"{name} {clock.label}: {total:.1f} ms over {len(mine)} layers; largest "
+                      + ", ".join(f"{r['layer']} {r['ms']:.2f}" for r in mine[:4]))
+        result["kernel_generation"] = generation
     Path(args.out).write_text(json.dumps(result, indent=1))
     return result
 

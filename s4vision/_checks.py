@@ -125,6 +125,14 @@ def is_tracing() -> bool:
     return False
 
 
+def is_tracked(*tensors: Optional["torch.Tensor"]) -> bool:
+    """Whether autograd records an operation on ``tensors`` (``None`` entries ignored): fast
+    inference-only paths take the other branch."""
+    import torch
+
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def check_channels_first(x: object, channels: int, ndim: int, name: str = "input") -> None:
     """Raise unless ``x`` is a tensor ``(B, channels, *S)`` with ``ndim`` non-empty spatial axes.
 

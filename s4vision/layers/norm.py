@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import is_tracing
+from .._checks import is_tracked, is_tracing
 
 __all__ = ["LayerNormNd"]
 
@@ -36,8 +36,7 @@ class LayerNormNd(nn.LayerNorm):
         channels, one thread). With autograd, ``layer_norm``'s fused backward is kept."""
         if is_tracing() or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
             return False
-        params = [p for p in (self.weight, self.bias) if p is not None]
-        return not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params)))
+        return not is_tracked(x, self.weight, self.bias)
 
     def _normalise_along_channels(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - x.mean(1, keepdim=True)

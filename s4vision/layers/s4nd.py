@@ -178,11 +178,12 @@ class S4ND(nn.Module):
                 raise InvalidValueError(
                     f"in_proj needs a weight (dim={self.dim}, I) (or (dim, I, 1, ...)) and a bias ({self.dim},) or "
                     f"None, got {tuple(weight.shape)} and {None if bias is None else tuple(bias.shape)}")
-            if self.stride is None:
-                return self(pointwise_conv(x, weight, bias), rate)
-            weight = weight.reshape(self.dim, -1).repeat(self.channels, 1)  # the rows of _per_kernel's copies
-            in_proj = (weight, None if bias is None else bias.repeat(self.channels))
-        else:
+            if self.stride is None:  # nothing to fuse: project, then the plain layer
+                x, in_proj = pointwise_conv(x, weight, bias), None
+            elif self.channels > 1:  # the rows of _per_kernel's copies
+                in_proj = (weight.reshape(self.dim, -1).repeat(self.channels, 1),
+                           None if bias is None else bias.repeat(self.channels))
+        if in_proj is None:
             check_channels_first(x, self.dim, self.ndim)
         sizes = tuple(x.shape[2:])
         if self.stride is not None and any(s < k for s, k in zip(sizes, self.stride)):

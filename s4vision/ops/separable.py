@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .._amp import autocast_off
-from .._checks import check_positive_int
+from .._checks import check_positive_int, is_tracked
 from .fftconv import next_fast_len
 from .pointwise import pointwise_conv
 from ..errors import InvalidTypeError, InvalidValueError
@@ -175,7 +175,7 @@ def _matmul_along(u: torch.Tensor, t: torch.Tensor, dim: int) -> torch.Tensor:
     L, M = u.shape[dim], t.shape[-2]
     p = math.prod(u.shape[2:dim])
     q = math.prod(u.shape[dim + 1:])
-    if (q == 1 or p == 1) and B > 1 and not _tracked(u, t):
+    if (q == 1 or p == 1) and B > 1 and not is_tracked(u, t):
         return _matmul_along_per_sample(u, t, dim, p, q)
     if q == 1:  # last axis: rows of u times T^T
         y = u.reshape(B, C, p, L) @ t.transpose(-1, -2)
@@ -184,11 +184,6 @@ def _matmul_along(u: torch.Tensor, t: torch.Tensor, dim: int) -> torch.Tensor:
     else:
         y = t.unsqueeze(1) @ u.reshape(B, C, p, L, q)
     return y.reshape(*u.shape[:dim], M, *u.shape[dim + 1:])
-
-
-def _tracked(*tensors: torch.Tensor) -> bool:
-    """Whether autograd records an operation on ``tensors``."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _matmul_along_per_sample(u: torch.Tensor, t: torch.Tensor, dim: int, p: int, q: int) -> torch.Tensor:
@@ -292,7 +287,7 @@ def _project_in_groups(u: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
                        matrices: Sequence[torch.Tensor]) -> bool:
     """Whether the projection is formed in channel groups: CPU inference, and a projected sample
     larger than one group."""
-    if u.device.type != "cpu" or _tracked(u, weight, *matrices, *([] if bias is None else [bias])):
+    if u.device.type != "cpu" or is_tracked(u, weight, bias, *matrices):
         return False
     return weight.shape[0] * math.prod(u.shape[2:]) * u.element_size() > _GROUP_BYTES
 
@@ -348,7 +343,7 @@ def _toeplitz_products(u: torch.Tensor, matrices: Sequence[torch.Tensor]) -> tor
     faster at every size measured (1.2-2.9x, forward + backward, 14 to 56 samples: its backward is
     ``C`` larger GEMMs too); without, the in-place one (1.1-1.6x at 14 to 56 samples).
     """
-    if not _tracked(u, *matrices) and min(u.shape[2:]) >= _PER_SAMPLE_MIN_LENGTH:
+    if not is_tracked(u, *matrices) and min(u.shape[2:]) >= _PER_SAMPLE_MIN_LENGTH:
         for a, t in enumerate(matrices):
             u = _matmul_along(u, t, 2 + a)
         return u

@@ -163,6 +163,13 @@ def _log(z: torch.Tensor) -> torch.Tensor:
     return torch.complex(0.5 * torch.log(z.real.square() + z.imag.square()), torch.atan2(z.imag, z.real))
 
 
+def _abs(z: torch.Tensor) -> torch.Tensor:
+    """``|z|`` elementwise (complex ``abs`` is a slow scalar path on CPU; real tensors pass through)."""
+    if not z.is_complex():
+        return z.abs()
+    return torch.view_as_real(z).square().sum(-1).sqrt()
+
+
 def _powers(log_z: torch.Tensor, exponents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Real and imaginary parts of ``exp(log_z * e)`` for each exponent: two ``(..., len(e))``."""
     real = log_z.real[..., None] * exponents
@@ -488,7 +495,7 @@ def vandermonde_kernel(CB: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.
     """``K[c, h, l] = 2 Re sum_m CB[c, h, m] exp(l log_dA[h, m])`` for ``l < L``: ``(C, H, L)``.
 
     Up to ``_DIRECT_MAX_TAPS`` taps (and ``_CHUNK_ELEMENTS`` powers) it materialises the powers
-    ``(L, H, M)`` and contracts over the modes (:class:`_DirectVandermonde`, with a hand-written
+    ``(H, L, M)`` (:func:`_power_table`) and contracts over the modes (:class:`_DirectVandermonde`, with a hand-written
     backward). Beyond, it splits
     ``l = i * n + j`` with ``n ~ sqrt(L)``, so ``dA^l = dA^(i n) dA^j`` and the sum over modes
     becomes one batched real matrix product ``(H, C * L/n, 2M) @ (H, 2M, n)``: only
@@ -511,29 +518,64 @@ def vandermonde_kernel(CB: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.
     return 2 * K.view(H, C, blocks * n)[..., :L].transpose(0, 1)
 
 
-def _vandermonde_forward(W: torch.Tensor, log_z: torch.Tensor, J: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(K (C, H, J), powers (J, H, 2M))`` with ``K[c, h, j] = 2 Re sum_m W[c, h, m] z[h, m]^j``.
+def _doubling_levels(J: int) -> int:
+    """How many factors ``z^(2^i)`` :func:`_power_table` needs for ``J`` powers."""
+    return (J - 1).bit_length()
 
-    The powers hold the real and imaginary parts of ``z^j`` with ``j`` leading, so every
-    elementwise step runs over contiguous ``(H, M)`` planes (a trailing ``j`` axis of a few taps
-    would make each step a slow broadcast)."""
-    H, M = log_z.shape
-    exponents = torch.arange(J, device=W.device, dtype=W.real.dtype)[:, None, None]
-    magnitude = torch.exp(exponents * log_z.real)
-    phase = exponents * log_z.imag
-    powers = torch.stack([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=2).view(J, H, 2 * M)
-    return 2 * torch.einsum("jhk,chk->chj", powers, torch.cat([W.real, -W.imag], dim=-1)), powers
+
+def _power_table(doubling: torch.Tensor, J: int) -> torch.Tensor:
+    """``P[h, j, m] = z[h, m]^j`` for ``j < J``: ``(H, J, M)`` complex, from the factors
+    ``doubling[h, i, m] = z^(2^i)`` (``(H, levels, M)``, :func:`_doubling_levels`; more are
+    ignored).
+
+    By doubling: ``P[:, n:2n] = P[:, :n] z^n``. With each factor an exact exponential of
+    ``2^i log z``, every power is a product of at most ``log2 J`` correctly rounded factors:
+    more accurate than ``exp(j log z)`` (whose rounding of ``j Im log z`` grows with ``j``) and
+    ~2-3x cheaper, one complex product per entry instead of a real ``exp``, ``cos`` and ``sin``."""
+    H, _, M = doubling.shape
+    table = torch.empty(H, J, M, dtype=doubling.dtype, device=doubling.device)
+    table[:, 0] = 1
+    n = 1
+    for i in range(_doubling_levels(J)):
+        m = min(n, J - n)
+        table[:, n:n + m] = table[:, :m] * doubling[:, i:i + 1]  # (no out=: torch.compile traces this)
+        n += m
+    return table
+
+
+def _doubling_factors(log_z: torch.Tensor, levels: int) -> torch.Tensor:
+    """``exp(2^i log z)`` for ``i < levels``: ``(H, levels, M)`` from ``log_z (H, M)``."""
+    steps = torch.tensor([float(1 << i) for i in range(levels)], dtype=log_z.real.dtype, device=log_z.device)
+    return _exp(log_z[:, None, :] * steps[:, None])
+
+
+def _contract_powers(W: torch.Tensor, powers: torch.Tensor) -> torch.Tensor:
+    """``K[c, h, j] = 2 Re sum_m W[c, h, m] P[h, j, m]`` for ``W (C, H, M)`` and a power table
+    ``P (H, J, M)``: ``(C, H, J)``. One batched real product per SSM, ``(C, 2M) @ (2M, J)``, on
+    interleaved real and imaginary parts: ``Re(w p) = [Re w, -Im w] . [Re p, Im p]``."""
+    H, J, M = powers.shape
+    w = torch.view_as_real(W.conj().resolve_conj()).permute(1, 0, 2, 3).reshape(H, -1, 2 * M)  # (H, C, 2M)
+    K = torch.bmm(w, torch.view_as_real(powers).view(H, J, 2 * M).transpose(1, 2))  # (H, C, J)
+    return 2 * K.transpose(0, 1)
+
+
+def _vandermonde_forward(W: torch.Tensor, log_z: torch.Tensor, J: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(K (C, H, J), powers (H, J, M))`` with ``K[c, h, j] = 2 Re sum_m W[c, h, m] z[h, m]^j``
+    and ``powers`` the :func:`_power_table` (kept for the backward)."""
+    powers = _power_table(_doubling_factors(log_z, _doubling_levels(J)), J)
+    return _contract_powers(W, powers), powers
 
 
 def _vandermonde_backward(grad: torch.Tensor, W: torch.Tensor, powers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of :func:`_vandermonde_forward` for ``grad = dLoss/dK (C, H, J)``: with
-    ``S_p = sum_j j^p grad[c, h, j] z[h, m]^j`` (one contraction for ``p = 0, 1``),
+    ``S_p = sum_j j^p grad[c, h, j] z[h, m]^j`` (one batched product for ``p = 0, 1``),
     ``grad W = 2 conj(S_0)`` and ``grad log z = 2 sum_c conj(W S_1)`` (PyTorch's conjugate
     Wirtinger convention)."""
-    J, M = powers.shape[0], W.shape[-1]
+    H, J, M = powers.shape
     exponents = torch.arange(J, device=grad.device, dtype=grad.dtype)
-    S = torch.einsum("chj,jhk->chk", torch.cat([grad, grad * exponents]), powers)  # (2C, H, 2M)
-    S0, S1 = torch.complex(S[..., :M], S[..., M:]).chunk(2)
+    weights = torch.cat([grad, grad * exponents]).transpose(0, 1)  # (H, 2C, J)
+    S = torch.bmm(weights, torch.view_as_real(powers).view(H, J, 2 * M))  # (H, 2C, 2M)
+    S0, S1 = torch.view_as_complex(S.view(H, -1, M, 2)).transpose(0, 1).chunk(2)
     return 2 * S0.conj(), 2 * (W * S1).conj().sum(0)
 
 
@@ -568,6 +610,9 @@ class _ZOHCells(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scale, mask, index, L, *params):
+        # Every pass over (H, M) costs about the same at these sizes, so the arithmetic is arranged
+        # for few of them: one set of exp / cos / sin for dA and the power table's doubling
+        # factors, expm1 sharing dA's cos, no complex division (1 / A once, in real arithmetic).
         axes = len(params) // 5
         log_dt, log_A_real, A_imag, B, C = (torch.cat(params[i::5], dim=1 if i == 4 else 0) for i in range(5))
         sizes = [p.shape[0] for p in params[0::5]]
@@ -580,41 +625,57 @@ class _ZOHCells(torch.autograd.Function):
         if mask is not None:
             Cc = Cc * mask
         g = torch.exp(log_dt) * scale  # (H,): half the step
-        A = torch.complex(-torch.exp(log_A_real), A_imag)
-        log_dA = g[:, None] * A
-        dA, E = _exp(log_dA), _expm1(log_dA)
-        dB = Bc * E / A
+        A_real = -torch.exp(log_A_real)
+        A = torch.complex(A_real, A_imag)
+        inv_norm = 1 / (A_real.square() + A_imag.square())
+        inv_A = torch.complex(A_real * inv_norm, -A_imag * inv_norm)
+        x, y = g[:, None] * A_real, g[:, None] * A_imag  # log dA = x + iy
+        # exponents 1, 2, 4, ...: dA, then the doubling factors of z = dA^2 for the cells' powers
+        levels = max(1, _doubling_levels(L - 1)) if L > 1 else 0
+        steps = torch.tensor([float(1 << i) for i in range(levels + 1)], dtype=g.dtype, device=g.device)[:, None]
+        phase = y[:, None, :] * steps  # (H, 1 + levels, M)
+        magnitude = torch.exp(x[:, None, :] * steps)
+        cos = torch.cos(phase)
+        exps = torch.complex(magnitude * cos, magnitude * torch.sin(phase))
+        dA = exps[:, 0]
+        half = torch.sin(y / 2)  # e^(x + iy) - 1 = expm1(x) cos y - 2 sin^2(y / 2) + i e^x sin y
+        E = torch.complex(torch.expm1(x) * cos[:, 0] - 2 * half * half, dA.imag)
+        E_over_A = E * inv_A
+        dB = Bc * E_over_A
         CB = Cc * dB
-        Q = dA * (1 + dA)
-        W = CB * Q
         cells = torch.empty(*CB.shape[:2], L, device=CB.device, dtype=g.dtype)
         cells[..., 0] = 2 * CB.real.sum(-1)
-        powers = None
+        Q = W = powers = None
         if L > 1:
-            cells[..., 1:], powers = _vandermonde_forward(W, 2 * log_dA, L - 1)
-        ctx.save_for_backward(mask, index, g, A, dA, E, Bc, Cc, dB, CB, Q, W, powers)
+            Q = dA + exps[:, 1]  # dA (1 + dA), with dA^2 = exp(2 log dA) = z
+            W = CB * Q
+            powers = _power_table(exps[:, 1:], L - 1)
+            cells[..., 1:] = _contract_powers(W, powers)
+        ctx.save_for_backward(mask, index, g, A, inv_A, dA, E_over_A, Bc, Cc, dB, CB, Q, W, powers)
         ctx.layout = (axes, sizes, full_modes)
         return cells
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        mask, index, g, A, dA, E, Bc, Cc, dB, CB, Q, W, powers = ctx.saved_tensors
+        mask, index, g, A, inv_A, dA, E_over_A, Bc, Cc, dB, CB, Q, W, powers = ctx.saved_tensors
         axes, sizes, full_modes = ctx.layout
         grad_origin = 2 * grad[..., :1]  # cells[0] = 2 Re sum CB
-        grad_log_dA = torch.zeros_like(A)
-        grad_CB = torch.complex(grad_origin.expand(CB.shape).contiguous(), torch.zeros_like(CB.real))
         if powers is not None:
             grad_W, grad_log_z = _vandermonde_backward(grad[..., 1:], W, powers)
-            grad_log_dA = 2 * grad_log_z  # log z = 2 log dA
-            grad_CB = grad_CB + grad_W * Q.conj()
+            grad_CB = grad_W * Q.conj()
+            grad_CB.real.add_(grad_origin)
             grad_dA = (grad_W * CB.conj()).sum(0) * (1 + 2 * dA).conj()  # Q = dA + dA^2
-            grad_log_dA = grad_log_dA + grad_dA * dA.conj()  # dA = e^(log dA)
+            grad_log_dA = 2 * grad_log_z + grad_dA * dA.conj()  # log z = 2 log dA, dA = e^(log dA)
+        else:
+            grad_CB = torch.complex(grad_origin.expand(CB.shape).contiguous(), torch.zeros_like(CB.real))
+            grad_log_dA = torch.zeros_like(A)
         grad_C = grad_CB * dB.conj()
         grad_dB = (grad_CB * Cc.conj()).sum(0)
-        grad_B = grad_dB * (E / A).conj()
-        grad_log_dA = grad_log_dA + grad_dB * (Bc / A).conj() * dA.conj()  # dB = B E / A, E' = e^(log dA)
-        grad_A = g[:, None] * grad_log_dA - grad_dB * (dB / A).conj()
+        grad_B = grad_dB * E_over_A.conj()
+        # dB = B E / A with E' = e^(log dA) = dA
+        grad_log_dA = grad_log_dA + grad_dB * (Bc * inv_A * dA).conj()
+        grad_A = g[:, None] * grad_log_dA - grad_dB * (dB * inv_A).conj()
         grad_g = (grad_log_dA * A.conj()).real.sum(-1)
         grad_log_dt = grad_g * g
         grad_log_A_real, grad_A_imag = grad_A.real * A.real, grad_A.imag  # Re A = -exp(log_A_real)
@@ -747,35 +808,64 @@ class S4Kernel(SSMKernelBase):
         return dt[:, None] * (cb - correction)
 
 
+# Taylor degree of :func:`_expm` and the Paterson-Stockmeyer block (powers X .. X^5 formed once).
+_EXPM_DEGREE = 18
+_EXPM_BLOCK = math.isqrt(_EXPM_DEGREE) + 1
+
+
 def _expm(X: torch.Tensor) -> torch.Tensor:
     """``exp(X)`` of square matrices ``(..., n, n)``, to working precision: the Taylor polynomial
-    of degree 18 evaluated by Paterson-Stockmeyer (7 products) on ``X / 2^s`` with
-    ``||X / 2^s||_1 <= theta``, then ``s`` squarings; ``theta`` (3 in single precision, 1 in
-    double) bounds the Taylor remainder ``theta^19 / 19!`` by the unit roundoff, as in
-    ``torch.linalg.matrix_exp``. Autograd runs through the matrix products, so the backward
-    costs about twice the forward; ``torch.linalg.matrix_exp``'s backward exponentiates a matrix
-    of twice the size (~8 times the work)."""
-    degree, theta = 18, (1.0 if X.real.dtype == torch.float64 else 3.0)
-    norm = float(X.detach().abs().sum(-2).amax())  # the largest 1-norm in the batch
+    of degree 18 evaluated by Paterson-Stockmeyer (7 products) on ``Y = X / 2^s``, then ``s``
+    squarings.
+
+    ``s`` makes ``alpha = max(||Y^4||^(1/4), ||Y^5||^(1/5)) <= theta`` (1-norms, the largest in the
+    batch), which bounds the Taylor remainder by ``theta^19 / 19!`` (Al-Mohy and Higham, 2009,
+    Theorem 4.2); ``theta`` (3 in single precision, 1 in double) makes that the unit roundoff,
+    as in ``torch.linalg.matrix_exp``. For non-normal matrices such as HiPPO's, ``alpha`` is
+    well below ``||Y||``: the powers are formed once at the scaling ``||Y|| <= theta`` asks for,
+    and the squarings ``alpha`` does not need are folded back into the polynomial's
+    coefficients. The four Taylor blocks are one small real matrix product over the stacked
+    powers, not ~20 elementwise passes. Autograd runs through the matrix products, so the
+    backward costs about twice the forward; ``torch.linalg.matrix_exp``'s backward exponentiates
+    a matrix of twice the size (~8 times the work)."""
+    degree, block = _EXPM_DEGREE, _EXPM_BLOCK
+    theta = 1.0 if X.real.dtype == torch.float64 else 3.0
+    norm = float(_abs(X.detach()).sum(-2).amax())
     squarings = max(0, math.ceil(math.log2(norm / theta))) if norm > theta else 0
     X = X * 2.0**-squarings  # (complex division by a number is a slow path on CPU; products are not)
-    block = math.isqrt(degree) + 1
-    powers = [None, X]
+    powers = [X]
     for _ in range(block - 1):
-        powers.append(powers[-1] @ X)
-    eye = torch.eye(X.shape[-1], dtype=X.dtype, device=X.device)
-
-    def chunk(start: int) -> torch.Tensor:  # sum_i X^i / (start + i)! for i < block
-        terms = [powers[i] * (1 / math.factorial(start + i)) for i in range(1, min(block, degree + 1 - start))]
-        return eye * (1 / math.factorial(start)) + sum(terms) if terms else (eye * (1 / math.factorial(start))).expand_as(X)
-
-    starts = list(range(0, degree + 1, block))
-    P = chunk(starts[-1])
-    for start in reversed(starts[:-1]):
-        P = P @ powers[block] + chunk(start)
+        powers.append(powers[-1] @ X)  # X^1 .. X^5
+    with torch.no_grad():
+        alpha = max(float(_abs(powers[p - 1]).sum(-2).amax()) ** (1 / p) for p in (4, 5))
+    # squarings alpha does not need: Y = 2^r X, so Y^i = 2^(r i) X^i
+    r = min(squarings, math.floor(math.log2(theta / alpha))) if 0 < alpha < theta else 0
+    squarings -= r
+    # Blocks B_j = sum_{i < 5} Y^i / (5 j + i)!, Horner P = ((B_3 Y^5 + B_2) Y^5 + B_1) Y^5 + B_0;
+    # with Y^5 = 2^(5 r) X^5, B_j scaled by 2^(5 r j) gives the same P from products with X^5.
+    starts = range(0, degree + 1, block)
+    weights = torch.zeros(len(starts), block - 1, dtype=X.real.dtype)
+    identity_terms = torch.zeros(len(starts), dtype=X.real.dtype)
+    for j, start in enumerate(starts):
+        carry = 2.0 ** (block * r * j)
+        identity_terms[j] = carry / math.factorial(start)
+        for i in range(1, min(block, degree + 1 - start)):
+            weights[j, i - 1] = carry * 2.0 ** (r * i) / math.factorial(start + i)
+    stacked = torch.stack(powers[:block - 1])
+    flat = torch.view_as_real(stacked) if X.is_complex() else stacked
+    blocks = (weights.to(flat.device) @ flat.reshape(block - 1, -1)).view(len(starts), *flat.shape[1:])
+    if X.is_complex():
+        blocks = torch.view_as_complex(blocks)
+    blocks.diagonal(dim1=-2, dim2=-1).add_(identity_terms.to(blocks.device).view(-1, *(1,) * (X.ndim - 1)))
+    n = X.shape[-1]
+    step = powers[-1].reshape(-1, n, n)
+    blocks = blocks.reshape(len(starts), -1, n, n).unbind(0)  # (indexing would zero-fill a full gradient per block)
+    P = blocks[-1]
+    for j in reversed(range(len(starts) - 1)):
+        P = torch.baddbmm(blocks[j], P, step)
     for _ in range(squarings):
         P = P @ P
-    return P
+    return P.view(X.shape)
 
 
 def _discretise_dense(dtA: torch.Tensor, dtB: torch.Tensor, disc: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -789,15 +879,18 @@ def _discretise_dense(dtA: torch.Tensor, dtB: torch.Tensor, disc: str) -> tuple[
 
 def _dense_cells(dA: torch.Tensor, dB: torch.Tensor, C: torch.Tensor, L: int) -> torch.Tensor:
     """One-sided cells ``(c, H, L)`` of a dense system discretised at half the step: cell
-    ``m >= 1`` is ``2 Re C dA^(2m - 1) (I + dA) dB``, a Krylov product of ``dA^2`` with
-    ``dA (I + dA) dB`` over ``L - 1`` terms (half the length of pairing ``2L`` half-step taps);
-    the origin half cell is ``2 Re C dB``."""
+    ``m >= 1`` is ``2 Re C dA^(2m - 1) (I + dA) dB``, a Krylov sequence of ``dA^2`` from
+    ``dA (I + dA) dB`` over ``L - 1`` terms (half the length of pairing ``2L`` half-step taps),
+    formed by doubling (:func:`krylov`: ``log2 L`` squarings, no other matrix-matrix products) and
+    read out by one product with ``C``; the origin half cell is ``2 Re C dB``."""
     origin = 2 * torch.einsum("chm,hm->ch", C, dB).real[..., None]
     if L == 1:
         return origin
     drive = torch.einsum("hmn,hn->hm", dA, dB)
     drive = drive + torch.einsum("hmn,hn->hm", dA, drive)
-    return torch.cat([origin, dense_kernel(C, dA @ dA, drive, L - 1)], dim=-1)
+    columns = krylov(dA @ dA, drive, L - 1)  # (H, M, L - 1)
+    cells = torch.bmm(C.transpose(0, 1), columns).real.transpose(0, 1)  # (c, H, L - 1)
+    return torch.cat([origin, 2 * cells], dim=-1)
 
 
 def _zoh_dense(dtA: torch.Tensor, dtB: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

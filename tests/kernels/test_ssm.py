@@ -244,9 +244,11 @@ def test_fused_cells_match_half_step_kernels_with_gradients(disc, bandlimit, len
     _assert_fused_matches_plain(gens, lengths, rates)
 
 
-def test_fused_zoh_cells_gradcheck():
+@pytest.mark.parametrize("L", [1, 2, 3, 5, 12])
+def test_fused_zoh_cells_gradcheck(L):
     """The hand-written backward of the fused ZOH cells against finite differences, with a band
-    limit that masks some modes and drops others everywhere."""
+    limit that masks some modes and drops others everywhere, at lengths with no, one and several
+    doubling steps of the power table."""
     from s4vision.kernels.ssm import _ZOHCells
 
     gens = [S4DKernel(2, 8, channels=2, bandlimit=0.5).double() for _ in range(2)]
@@ -260,7 +262,7 @@ def test_fused_zoh_cells_gradcheck():
     assert not keep.all() and not mask[:, keep].all()
     index = keep.nonzero()[:, 0]
     inputs = [p.detach().clone().requires_grad_() for g in gens for p in (g.log_dt, g.log_A_real, g.A_imag, g.B, g.C)]
-    assert torch.autograd.gradcheck(lambda *p: _ZOHCells.apply(scale, mask, index, 5, *p), inputs)
+    assert torch.autograd.gradcheck(lambda *p: _ZOHCells.apply(scale, mask, index, L, *p), inputs)
 
 
 @pytest.mark.device
@@ -300,6 +302,30 @@ def test_expm_matches_matrix_exp():
             assert ((got - ref).norm() / ref.norm()) < tol
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.complex128, 1e-12), (torch.complex64, 5e-6)])
+def test_expm_of_non_normal_matrices(dtype, tol):
+    """Matrices whose 1-norm far exceeds their powers' growth (a HiPPO-LegS generator, and a
+    large strictly lower-triangular part over a small diagonal): the squarings the norm asks for
+    but the powers do not are folded into the Taylor coefficients; values and gradients against
+    torch.linalg.matrix_exp in float64."""
+    from s4vision.kernels.hippo import hippo
+    from s4vision.kernels.ssm import _expm
+
+    A, _ = hippo("legs", 32)
+    nilpotent = torch.randn(3, 12, 12, dtype=torch.float64).tril(-1) * 40 + torch.diag_embed(torch.rand(3, 12, dtype=torch.float64))
+    for X in (torch.as_tensor(A, dtype=torch.float64)[None] * torch.tensor([0.05, 0.5, 2.0], dtype=torch.float64)[:, None, None],
+              nilpotent):
+        X = X.to(torch.complex128).requires_grad_()
+        ref = torch.linalg.matrix_exp(X)
+        weight = torch.randn_like(ref)
+        (ref_grad,) = torch.autograd.grad((ref * weight.conj()).real.sum(), X)
+        Xd = X.detach().to(dtype).requires_grad_()
+        got = _expm(Xd)
+        (grad,) = torch.autograd.grad((got * weight.to(dtype).conj()).real.sum(), Xd)
+        assert ((got.to(torch.complex128) - ref).norm() / ref.norm()) < tol
+        assert ((grad.to(torch.complex128) - ref_grad).norm() / ref_grad.norm()) < tol * 10
+
+
 def test_direct_and_split_vandermonde_agree_with_gradients(monkeypatch):
     """The direct product (hand-written backward) against the sqrt(L)-split one (autograd)."""
     from s4vision.kernels.ssm import vandermonde_kernel
@@ -331,3 +357,32 @@ def test_fused_dplr_cells_match_half_step_kernels_with_gradients(disc, method):
             g.P.add_(0.1 * torch.randn_like(g.P))
     lengths, rates = (7, 12), (1.0, 0.4)
     _assert_fused_matches_plain(gens, lengths, rates, grad_tol=dict(atol=1e-10, rtol=1e-8))
+
+
+@pytest.mark.parametrize("J", [1, 2, 3, 7, 8, 9, 55, 223])
+def test_power_table_is_accurate_in_fp32(J):
+    """Powers by doubling against exp(j log z) in float64: within a few fp32 roundings per
+    doubling at every length (no error growth with j * |log z|, which exp(j log z) in fp32 has),
+    for fast-rotating, slowly decaying modes."""
+    from s4vision.kernels.ssm import _doubling_factors, _doubling_levels, _power_table
+
+    log_z = torch.complex(-torch.rand(6, 16, dtype=torch.float64) * 0.05, torch.randn(6, 16, dtype=torch.float64) * 3)
+    z32 = log_z.to(torch.complex64)
+    got = _power_table(_doubling_factors(z32, _doubling_levels(J)), J)
+    assert got.shape == (6, J, 16) and got.dtype == torch.complex64
+    # the fp32 rounding of log z itself moves z^j by up to j * |log z| * eps: compare to the
+    # exact powers of the rounded log z, which is what the table claims to compute
+    rounded = log_z.to(torch.complex64).to(torch.complex128)
+    exact = torch.exp(rounded[:, None, :] * torch.arange(J, dtype=torch.float64)[:, None])
+    eps = torch.finfo(torch.float32).eps
+    assert (got.to(torch.complex128) - exact).abs().max() <= 4 * max(1, J).bit_length() * eps
+
+
+@pytest.mark.parametrize("J", [1, 6, 13])
+def test_direct_vandermonde_gradcheck(J):
+    """The hand-written backward of the direct Vandermonde product against finite differences."""
+    from s4vision.kernels.ssm import _DirectVandermonde
+
+    W = torch.randn(2, 3, 4, dtype=torch.complex128, requires_grad=True)
+    log_z = torch.complex(-torch.rand(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda w, z: _DirectVandermonde.apply(w, z, J), (W, log_z))

@@ -811,61 +811,85 @@ class S4Kernel(SSMKernelBase):
 # Taylor degree of :func:`_expm` and the Paterson-Stockmeyer block (powers X .. X^5 formed once).
 _EXPM_DEGREE = 18
 _EXPM_BLOCK = math.isqrt(_EXPM_DEGREE) + 1
+# Most squarings :func:`_expm` folds back into the Taylor coefficients (which then reach
+# 2^(18 r) / 18!, kept far inside the float32 range).
+_EXPM_MAX_UNSQUARED = 4
 
 
 def _expm(X: torch.Tensor) -> torch.Tensor:
     """``exp(X)`` of square matrices ``(..., n, n)``, to working precision: the Taylor polynomial
     of degree 18 evaluated by Paterson-Stockmeyer (7 products) on ``Y = X / 2^s``, then ``s``
-    squarings.
+    squarings, with ``s`` chosen for each matrix of the batch.
 
-    ``s`` makes ``alpha = max(||Y^4||^(1/4), ||Y^5||^(1/5)) <= theta`` (1-norms, the largest in the
-    batch), which bounds the Taylor remainder by ``theta^19 / 19!`` (Al-Mohy and Higham, 2009,
-    Theorem 4.2); ``theta`` (3 in single precision, 1 in double) makes that the unit roundoff,
-    as in ``torch.linalg.matrix_exp``. For non-normal matrices such as HiPPO's, ``alpha`` is
-    well below ``||Y||``: the powers are formed once at the scaling ``||Y|| <= theta`` asks for,
-    and the squarings ``alpha`` does not need are folded back into the polynomial's
-    coefficients. The four Taylor blocks are one small real matrix product over the stacked
-    powers, not ~20 elementwise passes. Autograd runs through the matrix products, so the
-    backward costs about twice the forward; ``torch.linalg.matrix_exp``'s backward exponentiates
-    a matrix of twice the size (~8 times the work)."""
+    ``s`` makes ``alpha = max(||Y^4||^(1/4), ||Y^5||^(1/5)) <= theta`` (1-norms), which bounds the
+    Taylor remainder by ``theta^19 / 19!`` (Al-Mohy and Higham, 2009, Theorem 4.2); ``theta`` (3
+    in single precision, 1 in double) makes that the unit roundoff, as in
+    ``torch.linalg.matrix_exp``. The powers are formed once at the scaling ``||Y|| <= theta``
+    asks for; for non-normal matrices such as HiPPO's ``alpha`` is well below ``||Y||``, and the
+    squarings it does not need are folded back into the polynomial's coefficients. Matrices
+    needing fewer squarings leave the squaring loop early: the SSMs of a layer have step sizes
+    spread over two decades, so most need far fewer than the largest. The four Taylor blocks are
+    one small batched product over the stacked powers (not ~20 elementwise passes). Autograd
+    runs through the matrix products, so the backward costs about twice the forward;
+    ``torch.linalg.matrix_exp``'s backward exponentiates a matrix of twice the size (~8 times
+    the work)."""
     degree, block = _EXPM_DEGREE, _EXPM_BLOCK
     theta = 1.0 if X.real.dtype == torch.float64 else 3.0
-    norm = float(_abs(X.detach()).sum(-2).amax())
-    squarings = max(0, math.ceil(math.log2(norm / theta))) if norm > theta else 0
-    X = X * 2.0**-squarings  # (complex division by a number is a slow path on CPU; products are not)
+    shape, n = X.shape, X.shape[-1]
+    X = X.reshape(-1, n, n)
+    real = X.real.dtype
+    with torch.no_grad():
+        norms = _abs(X).sum(-2).amax(-1)  # (N,) 1-norms
+        first = torch.ceil(torch.log2(norms / theta)).clamp(min=0).nan_to_num(0.0)  # ||X / 2^first|| <= theta
+    X = X * torch.exp2(-first)[:, None, None].to(real)
     powers = [X]
     for _ in range(block - 1):
-        powers.append(powers[-1] @ X)  # X^1 .. X^5
+        powers.append(powers[-1] @ X)  # Y^1 .. Y^5 at the first scaling
     with torch.no_grad():
-        alpha = max(float(_abs(powers[p - 1]).sum(-2).amax()) ** (1 / p) for p in (4, 5))
-    # squarings alpha does not need: Y = 2^r X, so Y^i = 2^(r i) X^i
-    r = min(squarings, math.floor(math.log2(theta / alpha))) if 0 < alpha < theta else 0
-    squarings -= r
-    # Blocks B_j = sum_{i < 5} Y^i / (5 j + i)!, Horner P = ((B_3 Y^5 + B_2) Y^5 + B_1) Y^5 + B_0;
-    # with Y^5 = 2^(5 r) X^5, B_j scaled by 2^(5 r j) gives the same P from products with X^5.
-    starts = range(0, degree + 1, block)
-    weights = torch.zeros(len(starts), block - 1, dtype=X.real.dtype)
-    identity_terms = torch.zeros(len(starts), dtype=X.real.dtype)
-    for j, start in enumerate(starts):
-        carry = 2.0 ** (block * r * j)
-        identity_terms[j] = carry / math.factorial(start)
-        for i in range(1, min(block, degree + 1 - start)):
-            weights[j, i - 1] = carry * 2.0 ** (r * i) / math.factorial(start + i)
-    stacked = torch.stack(powers[:block - 1])
+        alpha = torch.maximum(*(_abs(powers[p - 1]).sum(-2).amax(-1) ** (1 / p) for p in (4, 5)))
+        # squarings alpha does not need: Y' = 2^r Y, so Y'^i = 2^(r i) Y^i
+        spare = torch.floor(torch.log2(theta / alpha)).nan_to_num(posinf=_EXPM_MAX_UNSQUARED)
+        r = torch.minimum(spare.clamp(0, _EXPM_MAX_UNSQUARED), first)
+        squarings = (first - r).long()
+        # Blocks B_j = sum_{i < 5} Y'^i / (5 j + i)!, Horner P = ((B_3 Y'^5 + B_2) Y'^5 + B_1) Y'^5 + B_0;
+        # with Y'^5 = 2^(5 r) Y^5, B_j scaled by 2^(5 r j) gives the same P from products with Y^5:
+        # term i of block j carries 2^(r (5 j + i)) / (5 j + i)!.
+        starts = list(range(0, degree + 1, block))
+        exponent = torch.tensor([[start + i if start + i <= degree else -1 for i in range(block)] for start in starts])
+        inverse_factorial = torch.tensor([[1 / math.factorial(e) if e >= 0 else 0.0 for e in row] for row in exponent.tolist()],
+                                         dtype=real)
+        weights = inverse_factorial * torch.exp2(r[:, None, None].cpu().to(real) * exponent.clamp(min=0))  # (N, 4, 5)
+        weights = weights.to(X.device)
+    stacked = torch.stack(powers[:block - 1], dim=1)  # (N, 4, n, n)
     flat = torch.view_as_real(stacked) if X.is_complex() else stacked
-    blocks = (weights.to(flat.device) @ flat.reshape(block - 1, -1)).view(len(starts), *flat.shape[1:])
+    blocks = torch.bmm(weights[..., 1:], flat.reshape(len(X), block - 1, -1)).view(flat.shape)
     if X.is_complex():
         blocks = torch.view_as_complex(blocks)
-    blocks.diagonal(dim1=-2, dim2=-1).add_(identity_terms.to(blocks.device).view(-1, *(1,) * (X.ndim - 1)))
-    n = X.shape[-1]
-    step = powers[-1].reshape(-1, n, n)
-    blocks = blocks.reshape(len(starts), -1, n, n).unbind(0)  # (indexing would zero-fill a full gradient per block)
+    blocks.diagonal(dim1=-2, dim2=-1).add_(weights[..., :1].to(blocks.dtype))
+    blocks = blocks.unbind(1)  # (indexing would zero-fill a full gradient per block)
     P = blocks[-1]
     for j in reversed(range(len(starts) - 1)):
-        P = torch.baddbmm(blocks[j], P, step)
-    for _ in range(squarings):
+        P = torch.baddbmm(blocks[j], P, powers[-1])
+    return _square_each(P, squarings).view(shape)
+
+
+def _square_each(P: torch.Tensor, squarings: torch.Tensor) -> torch.Tensor:
+    """``P[i]^(2^squarings[i])`` for matrices ``P (N, n, n)``: sorted by their count, the matrices
+    still squaring are a suffix, squared together while the others wait."""
+    if len(P) == 0 or int(squarings.max()) == 0:
+        return P
+    uniform = bool((squarings == squarings[0]).all())
+    if not uniform:
+        squarings, order = squarings.sort()
+        P = P.index_select(0, order)
+    done = []
+    for finished in torch.bincount(squarings).tolist()[:-1]:  # matrices needing exactly k squarings
+        if finished:
+            ready, P = P.split([finished, len(P) - finished])
+            done.append(ready)
         P = P @ P
-    return P.view(X.shape)
+    P = torch.cat(done + [P]) if done else P
+    return P if uniform else P.index_select(0, torch.argsort(order))
 
 
 def _discretise_dense(dtA: torch.Tensor, dtB: torch.Tensor, disc: str) -> tuple[torch.Tensor, torch.Tensor]:

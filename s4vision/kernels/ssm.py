@@ -495,8 +495,8 @@ def vandermonde_kernel(CB: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.
     """``K[c, h, l] = 2 Re sum_m CB[c, h, m] exp(l log_dA[h, m])`` for ``l < L``: ``(C, H, L)``.
 
     Up to ``_DIRECT_MAX_TAPS`` taps (and ``_CHUNK_ELEMENTS`` powers) it materialises the powers
-    ``(H, L, M)`` (:func:`_power_table`) and contracts over the modes (:class:`_DirectVandermonde`, with a hand-written
-    backward). Beyond, it splits
+    ``(H, L, M)`` by doubling (:func:`_power_table`) and contracts over the modes
+    (:class:`_DirectVandermonde`, with a hand-written backward). Beyond, it splits
     ``l = i * n + j`` with ``n ~ sqrt(L)``, so ``dA^l = dA^(i n) dA^j`` and the sum over modes
     becomes one batched real matrix product ``(H, C * L/n, 2M) @ (H, 2M, n)``: only
     ``O(H M sqrt(L))`` exponentials and no ``(H, M, L)`` tensor. Everything runs in real

@@ -21,7 +21,7 @@ from .._checks import check_channels_first, check_choice, check_ndim, check_posi
 from ..kernels.cache import EvalKernelCache
 from ..kernels.continuous import KERNEL_NETS, kernel_net as build_kernel_net
 from ..errors import InvalidValueError
-from ..ops.fftconv import _fft_conv_spectrum, _plan
+from ..ops.fftconv import _fft_conv_planned, _fft_conv_spectrum, _plan
 from ..sampling import GridView, Rate, ReferenceGrid, offset_grid
 from .pointwise import create_activation, create_out_proj
 
@@ -240,11 +240,19 @@ class FlexConv(nn.Module):
                 conv = (F.conv1d, F.conv2d, F.conv3d)[self.ndim - 1]
                 return conv(x.to(k.dtype), weight, padding=half, groups=self.dim)
 
-        def spectrum():
+        def planned_kernel():
             k = self._kernel(crop, spacings)
             if self.mask is not None and torch.compiler.is_compiling():  # no crop: zero those taps
                 k = k * self._crop_box(sizes, spacings)
-            k, plan = _plan(sizes, k, half)
+            return _plan(sizes, k, half)
+
+        if torch.is_grad_enabled():  # the kernel carries a graph (nothing is cached then)
+            k, plan = planned_kernel()
+            with autocast_off(x.device):
+                return _fft_conv_planned(x.to(k.dtype), k, plan)
+
+        def spectrum():
+            k, plan = planned_kernel()
             return torch.fft.rfftn(k, s=plan.fft_sizes, dim=plan.dims), plan
 
         k_f, plan = self._cache(self, ("spectrum", sizes, spacings, half), spectrum)

@@ -137,3 +137,23 @@ def test_channel_groups_without_autograd_match_the_direct_convolution(monkeypatc
         y = fft_conv_nd(u, k)
     assert [shape[1] for shape in calls[1:]] == [1] * 5  # the kernel's transform, then one per channel
     torch.testing.assert_close(y, direct_conv(u, k))
+
+
+@pytest.mark.parametrize("sizes,ksizes,channels", [((7,), (13,), 3), ((5, 6), (9, 3), 3), ((5, 6), (9, 11), 1), ((3, 4, 5), (5, 7, 3), 3)])
+def test_planned_convolution_gradcheck(sizes, ksizes, channels):
+    """The hand-written frequency-domain backward (correlations with the kernel and with the
+    input) against finite differences, including a kernel broadcast over the channels, and
+    equal to autograd through the direct convolution."""
+    from s4vision.ops.fftconv import _PlannedConvolution, _plan
+
+    u = torch.randn(2, 3, *sizes, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(channels, *ksizes, dtype=torch.float64, requires_grad=True)
+    _, plan = _plan(sizes, k.detach(), [K // 2 for K in ksizes])
+    assert torch.autograd.gradcheck(lambda u, k: _PlannedConvolution.apply(u, k, plan), (u, k))
+    if channels == 3:
+        y = fft_conv_nd(u, k)
+        assert y.grad_fn.name().endswith("PlannedConvolutionBackward")
+        g = torch.randn_like(y)
+        ref = direct_conv(u, k)
+        for a, b in zip(torch.autograd.grad((y * g).sum(), [u, k]), torch.autograd.grad((ref * g).sum(), [u, k])):
+            torch.testing.assert_close(a, b)

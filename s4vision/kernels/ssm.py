@@ -524,43 +524,44 @@ def _doubling_levels(J: int) -> int:
 
 
 def _power_table(doubling: torch.Tensor, J: int) -> torch.Tensor:
-    """``P[h, j, m] = z[h, m]^j`` for ``j < J``: ``(H, J, M)`` complex, from the factors
-    ``doubling[h, i, m] = z^(2^i)`` (``(H, levels, M)``, :func:`_doubling_levels`; more are
+    """``P[j, h, m] = z[h, m]^j`` for ``j < J``: ``(J, H, M)`` complex, from the factors
+    ``doubling[i, h, m] = z^(2^i)`` (``(levels, H, M)``, :func:`_doubling_levels`; more are
     ignored).
 
-    By doubling: ``P[:, n:2n] = P[:, :n] z^n``. With each factor an exact exponential of
+    By doubling: ``P[n:2n] = P[:n] z^n``. With each factor an exact exponential of
     ``2^i log z``, every power is a product of at most ``log2 J`` correctly rounded factors:
     more accurate than ``exp(j log z)`` (whose rounding of ``j Im log z`` grows with ``j``) and
-    ~2-3x cheaper, one complex product per entry instead of a real ``exp``, ``cos`` and ``sin``."""
-    H, _, M = doubling.shape
-    table = torch.empty(H, J, M, dtype=doubling.dtype, device=doubling.device)
-    table[:, 0] = 1
+    cheaper, one complex product per entry instead of a real ``exp``, ``cos`` and ``sin``. The
+    powers lead, so every step runs over contiguous ``(H, M)`` planes (``M`` is often ~10 kept
+    modes: a trailing axis that short would make each step a slow broadcast)."""
+    _, H, M = doubling.shape
+    table = torch.empty(J, H, M, dtype=doubling.dtype, device=doubling.device)
+    table[0] = 1
     n = 1
     for i in range(_doubling_levels(J)):
         m = min(n, J - n)
-        table[:, n:n + m] = table[:, :m] * doubling[:, i:i + 1]  # (no out=: torch.compile traces this)
+        table[n:n + m] = table[:m] * doubling[i]  # (no out=: torch.compile traces this)
         n += m
     return table
 
 
 def _doubling_factors(log_z: torch.Tensor, levels: int) -> torch.Tensor:
-    """``exp(2^i log z)`` for ``i < levels``: ``(H, levels, M)`` from ``log_z (H, M)``."""
+    """``exp(2^i log z)`` for ``i < levels``: ``(levels, H, M)`` from ``log_z (H, M)``."""
     steps = torch.tensor([float(1 << i) for i in range(levels)], dtype=log_z.real.dtype, device=log_z.device)
-    return _exp(log_z[:, None, :] * steps[:, None])
+    return _exp(log_z * steps[:, None, None])
 
 
 def _contract_powers(W: torch.Tensor, powers: torch.Tensor) -> torch.Tensor:
-    """``K[c, h, j] = 2 Re sum_m W[c, h, m] P[h, j, m]`` for ``W (C, H, M)`` and a power table
-    ``P (H, J, M)``: ``(C, H, J)``. One batched real product per SSM, ``(C, 2M) @ (2M, J)``, on
+    """``K[c, h, j] = 2 Re sum_m W[c, h, m] P[j, h, m]`` for ``W (C, H, M)`` and a power table
+    ``P (J, H, M)``: ``(C, H, J)``. One batched real product per SSM, ``(C, 2M) @ (2M, J)``, on
     interleaved real and imaginary parts: ``Re(w p) = [Re w, -Im w] . [Re p, Im p]``."""
-    H, J, M = powers.shape
-    w = torch.view_as_real(W.conj().resolve_conj()).permute(1, 0, 2, 3).reshape(H, -1, 2 * M)  # (H, C, 2M)
-    K = torch.bmm(w, torch.view_as_real(powers).view(H, J, 2 * M).transpose(1, 2))  # (H, C, J)
-    return 2 * K.transpose(0, 1)
+    J, H, M = powers.shape
+    w = torch.view_as_real(W.conj().resolve_conj()).reshape(W.shape[0], H, 2 * M)
+    return 2 * torch.einsum("jhk,chk->chj", torch.view_as_real(powers).view(J, H, 2 * M), w)
 
 
 def _vandermonde_forward(W: torch.Tensor, log_z: torch.Tensor, J: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(K (C, H, J), powers (H, J, M))`` with ``K[c, h, j] = 2 Re sum_m W[c, h, m] z[h, m]^j``
+    """``(K (C, H, J), powers (J, H, M))`` with ``K[c, h, j] = 2 Re sum_m W[c, h, m] z[h, m]^j``
     and ``powers`` the :func:`_power_table` (kept for the backward)."""
     powers = _power_table(_doubling_factors(log_z, _doubling_levels(J)), J)
     return _contract_powers(W, powers), powers
@@ -568,14 +569,13 @@ def _vandermonde_forward(W: torch.Tensor, log_z: torch.Tensor, J: int) -> tuple[
 
 def _vandermonde_backward(grad: torch.Tensor, W: torch.Tensor, powers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of :func:`_vandermonde_forward` for ``grad = dLoss/dK (C, H, J)``: with
-    ``S_p = sum_j j^p grad[c, h, j] z[h, m]^j`` (one batched product for ``p = 0, 1``),
+    ``S_p = sum_j j^p grad[c, h, j] z[h, m]^j`` (one contraction for ``p = 0, 1``),
     ``grad W = 2 conj(S_0)`` and ``grad log z = 2 sum_c conj(W S_1)`` (PyTorch's conjugate
     Wirtinger convention)."""
-    H, J, M = powers.shape
+    J, H, M = powers.shape
     exponents = torch.arange(J, device=grad.device, dtype=grad.dtype)
-    weights = torch.cat([grad, grad * exponents]).transpose(0, 1)  # (H, 2C, J)
-    S = torch.bmm(weights, torch.view_as_real(powers).view(H, J, 2 * M))  # (H, 2C, 2M)
-    S0, S1 = torch.view_as_complex(S.view(H, -1, M, 2)).transpose(0, 1).chunk(2)
+    S = torch.einsum("chj,jhk->chk", torch.cat([grad, grad * exponents]), torch.view_as_real(powers).view(J, H, 2 * M))
+    S0, S1 = torch.view_as_complex(S.view(*S.shape[:2], M, 2)).chunk(2)
     return 2 * S0.conj(), 2 * (W * S1).conj().sum(0)
 
 
@@ -632,14 +632,14 @@ class _ZOHCells(torch.autograd.Function):
         x, y = g[:, None] * A_real, g[:, None] * A_imag  # log dA = x + iy
         # exponents 1, 2, 4, ...: dA, then the doubling factors of z = dA^2 for the cells' powers
         levels = max(1, _doubling_levels(L - 1)) if L > 1 else 0
-        steps = torch.tensor([float(1 << i) for i in range(levels + 1)], dtype=g.dtype, device=g.device)[:, None]
-        phase = y[:, None, :] * steps  # (H, 1 + levels, M)
-        magnitude = torch.exp(x[:, None, :] * steps)
+        steps = torch.tensor([float(1 << i) for i in range(levels + 1)], dtype=g.dtype, device=g.device)[:, None, None]
+        phase = y * steps  # (1 + levels, H, M)
+        magnitude = torch.exp(x * steps)
         cos = torch.cos(phase)
         exps = torch.complex(magnitude * cos, magnitude * torch.sin(phase))
-        dA = exps[:, 0]
+        dA = exps[0]
         half = torch.sin(y / 2)  # e^(x + iy) - 1 = expm1(x) cos y - 2 sin^2(y / 2) + i e^x sin y
-        E = torch.complex(torch.expm1(x) * cos[:, 0] - 2 * half * half, dA.imag)
+        E = torch.complex(torch.expm1(x) * cos[0] - 2 * half * half, dA.imag)
         E_over_A = E * inv_A
         dB = Bc * E_over_A
         CB = Cc * dB
@@ -647,9 +647,9 @@ class _ZOHCells(torch.autograd.Function):
         cells[..., 0] = 2 * CB.real.sum(-1)
         Q = W = powers = None
         if L > 1:
-            Q = dA + exps[:, 1]  # dA (1 + dA), with dA^2 = exp(2 log dA) = z
+            Q = dA + exps[1]  # dA (1 + dA), with dA^2 = exp(2 log dA) = z
             W = CB * Q
-            powers = _power_table(exps[:, 1:], L - 1)
+            powers = _power_table(exps[1:], L - 1)
             cells[..., 1:] = _contract_powers(W, powers)
         ctx.save_for_backward(mask, index, g, A, inv_A, dA, E_over_A, Bc, Cc, dB, CB, Q, W, powers)
         ctx.layout = (axes, sizes, full_modes)

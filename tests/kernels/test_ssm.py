@@ -369,11 +369,11 @@ def test_power_table_is_accurate_in_fp32(J):
     log_z = torch.complex(-torch.rand(6, 16, dtype=torch.float64) * 0.05, torch.randn(6, 16, dtype=torch.float64) * 3)
     z32 = log_z.to(torch.complex64)
     got = _power_table(_doubling_factors(z32, _doubling_levels(J)), J)
-    assert got.shape == (6, J, 16) and got.dtype == torch.complex64
+    assert got.shape == (J, 6, 16) and got.dtype == torch.complex64
     # the fp32 rounding of log z itself moves z^j by up to j * |log z| * eps: compare to the
     # exact powers of the rounded log z, which is what the table claims to compute
     rounded = log_z.to(torch.complex64).to(torch.complex128)
-    exact = torch.exp(rounded[:, None, :] * torch.arange(J, dtype=torch.float64)[:, None])
+    exact = torch.exp(rounded * torch.arange(J, dtype=torch.float64)[:, None, None])
     eps = torch.finfo(torch.float32).eps
     assert (got.to(torch.complex128) - exact).abs().max() <= 4 * max(1, J).bit_length() * eps
 

@@ -850,7 +850,9 @@ def _expm(X: torch.Tensor) -> torch.Tensor:
         # squarings alpha does not need: Y' = 2^r Y, so Y'^i = 2^(r i) Y^i
         spare = torch.floor(torch.log2(theta / alpha)).nan_to_num(posinf=_EXPM_MAX_UNSQUARED)
         r = torch.minimum(spare.clamp(0, _EXPM_MAX_UNSQUARED), first)
-        squarings = (first - r).long()
+        # the plan below is made on the host: one device synchronisation for all of it
+        r, squarings = torch.stack([r, first - r]).cpu().to(real)
+        squarings = squarings.long()
         # Blocks B_j = sum_{i < 5} Y'^i / (5 j + i)!, Horner P = ((B_3 Y'^5 + B_2) Y'^5 + B_1) Y'^5 + B_0;
         # with Y'^5 = 2^(5 r) Y^5, B_j scaled by 2^(5 r j) gives the same P from products with Y^5:
         # term i of block j carries 2^(r (5 j + i)) / (5 j + i)!.
@@ -858,7 +860,7 @@ def _expm(X: torch.Tensor) -> torch.Tensor:
         exponent = torch.tensor([[start + i if start + i <= degree else -1 for i in range(block)] for start in starts])
         inverse_factorial = torch.tensor([[1 / math.factorial(e) if e >= 0 else 0.0 for e in row] for row in exponent.tolist()],
                                          dtype=real)
-        weights = inverse_factorial * torch.exp2(r[:, None, None].cpu().to(real) * exponent.clamp(min=0))  # (N, 4, 5)
+        weights = inverse_factorial * torch.exp2(r[:, None, None] * exponent.clamp(min=0))  # (N, 4, 5)
         weights = weights.to(X.device)
     stacked = torch.stack(powers[:block - 1], dim=1)  # (N, 4, n, n)
     flat = torch.view_as_real(stacked) if X.is_complex() else stacked
@@ -874,13 +876,15 @@ def _expm(X: torch.Tensor) -> torch.Tensor:
 
 
 def _square_each(P: torch.Tensor, squarings: torch.Tensor) -> torch.Tensor:
-    """``P[i]^(2^squarings[i])`` for matrices ``P (N, n, n)``: sorted by their count, the matrices
-    still squaring are a suffix, squared together while the others wait."""
+    """``P[i]^(2^squarings[i])`` for matrices ``P (N, n, n)`` (``squarings`` on the host): sorted by
+    their count, the matrices still squaring are a suffix, squared together while the others
+    wait."""
     if len(P) == 0 or int(squarings.max()) == 0:
         return P
     uniform = bool((squarings == squarings[0]).all())
     if not uniform:
         squarings, order = squarings.sort()
+        order = order.to(P.device)
         P = P.index_select(0, order)
     done = []
     for finished in torch.bincount(squarings).tolist()[:-1]:  # matrices needing exactly k squarings

@@ -495,7 +495,7 @@ def vandermonde_kernel(CB: torch.Tensor, log_dA: torch.Tensor, L: int) -> torch.
     """``K[c, h, l] = 2 Re sum_m CB[c, h, m] exp(l log_dA[h, m])`` for ``l < L``: ``(C, H, L)``.
 
     Up to ``_DIRECT_MAX_TAPS`` taps (and ``_CHUNK_ELEMENTS`` powers) it materialises the powers
-    ``(H, L, M)`` by doubling (:func:`_power_table`) and contracts over the modes
+    ``(L, H, M)`` by doubling (:func:`_power_table`) and contracts over the modes
     (:class:`_DirectVandermonde`, with a hand-written backward). Beyond, it splits
     ``l = i * n + j`` with ``n ~ sqrt(L)``, so ``dA^l = dA^(i n) dA^j`` and the sum over modes
     becomes one batched real matrix product ``(H, C * L/n, 2M) @ (H, 2M, n)``: only
@@ -545,10 +545,15 @@ def _power_table(doubling: torch.Tensor, J: int) -> torch.Tensor:
     return table
 
 
+def _doubling_steps(levels: int, like: torch.Tensor) -> torch.Tensor:
+    """``1, 2, 4, ..., 2^(levels - 1)`` as a ``(levels, 1, 1)`` real tensor of ``like``'s precision."""
+    dtype = like.real.dtype if like.is_complex() else like.dtype
+    return torch.tensor([float(1 << i) for i in range(levels)], dtype=dtype, device=like.device)[:, None, None]
+
+
 def _doubling_factors(log_z: torch.Tensor, levels: int) -> torch.Tensor:
     """``exp(2^i log z)`` for ``i < levels``: ``(levels, H, M)`` from ``log_z (H, M)``."""
-    steps = torch.tensor([float(1 << i) for i in range(levels)], dtype=log_z.real.dtype, device=log_z.device)
-    return _exp(log_z * steps[:, None, None])
+    return _exp(log_z * _doubling_steps(levels, log_z))
 
 
 def _contract_powers(W: torch.Tensor, powers: torch.Tensor) -> torch.Tensor:
@@ -632,7 +637,7 @@ class _ZOHCells(torch.autograd.Function):
         x, y = g[:, None] * A_real, g[:, None] * A_imag  # log dA = x + iy
         # exponents 1, 2, 4, ...: dA, then the doubling factors of z = dA^2 for the cells' powers
         levels = max(1, _doubling_levels(L - 1)) if L > 1 else 0
-        steps = torch.tensor([float(1 << i) for i in range(levels + 1)], dtype=g.dtype, device=g.device)[:, None, None]
+        steps = _doubling_steps(levels + 1, g)
         phase = y * steps  # (1 + levels, H, M)
         magnitude = torch.exp(x * steps)
         cos = torch.cos(phase)
@@ -811,6 +816,11 @@ class S4Kernel(SSMKernelBase):
 # Taylor degree of :func:`_expm` and the Paterson-Stockmeyer block (powers X .. X^5 formed once).
 _EXPM_DEGREE = 18
 _EXPM_BLOCK = math.isqrt(_EXPM_DEGREE) + 1
+# Term i of Taylor block j is Y^(5 j + i) / (5 j + i)! (exponent -1: past the degree, weight 0).
+_EXPM_EXPONENTS = torch.tensor([[start + i if start + i <= _EXPM_DEGREE else -1 for i in range(_EXPM_BLOCK)]
+                                for start in range(0, _EXPM_DEGREE + 1, _EXPM_BLOCK)])
+_EXPM_INVERSE_FACTORIALS = torch.tensor([[1 / math.factorial(e) if e >= 0 else 0.0 for e in row]
+                                         for row in _EXPM_EXPONENTS.tolist()], dtype=torch.float64)
 # Most squarings :func:`_expm` folds back into the Taylor coefficients (which then reach
 # 2^(18 r) / 18!, kept far inside the float32 range).
 _EXPM_MAX_UNSQUARED = 4
@@ -833,7 +843,7 @@ def _expm(X: torch.Tensor) -> torch.Tensor:
     runs through the matrix products, so the backward costs about twice the forward;
     ``torch.linalg.matrix_exp``'s backward exponentiates a matrix of twice the size (~8 times
     the work)."""
-    degree, block = _EXPM_DEGREE, _EXPM_BLOCK
+    block = _EXPM_BLOCK
     theta = 1.0 if X.real.dtype == torch.float64 else 3.0
     shape, n = X.shape, X.shape[-1]
     X = X.reshape(-1, n, n)
@@ -856,12 +866,8 @@ def _expm(X: torch.Tensor) -> torch.Tensor:
         # Blocks B_j = sum_{i < 5} Y'^i / (5 j + i)!, Horner P = ((B_3 Y'^5 + B_2) Y'^5 + B_1) Y'^5 + B_0;
         # with Y'^5 = 2^(5 r) Y^5, B_j scaled by 2^(5 r j) gives the same P from products with Y^5:
         # term i of block j carries 2^(r (5 j + i)) / (5 j + i)!.
-        starts = list(range(0, degree + 1, block))
-        exponent = torch.tensor([[start + i if start + i <= degree else -1 for i in range(block)] for start in starts])
-        inverse_factorial = torch.tensor([[1 / math.factorial(e) if e >= 0 else 0.0 for e in row] for row in exponent.tolist()],
-                                         dtype=real)
-        weights = inverse_factorial * torch.exp2(r[:, None, None] * exponent.clamp(min=0))  # (N, 4, 5)
-        weights = weights.to(X.device)
+        carry = torch.exp2(r[:, None, None] * _EXPM_EXPONENTS.clamp(min=0))  # (N, 4, 5)
+        weights = (_EXPM_INVERSE_FACTORIALS.to(real) * carry).to(X.device)
     stacked = torch.stack(powers[:block - 1], dim=1)  # (N, 4, n, n)
     flat = torch.view_as_real(stacked) if X.is_complex() else stacked
     blocks = torch.bmm(weights[..., 1:], flat.reshape(len(X), block - 1, -1)).view(flat.shape)
@@ -870,7 +876,7 @@ def _expm(X: torch.Tensor) -> torch.Tensor:
     blocks.diagonal(dim1=-2, dim2=-1).add_(weights[..., :1].to(blocks.dtype))
     blocks = blocks.unbind(1)  # (indexing would zero-fill a full gradient per block)
     P = blocks[-1]
-    for j in reversed(range(len(starts) - 1)):
+    for j in reversed(range(len(blocks) - 1)):
         P = torch.baddbmm(blocks[j], P, powers[-1])
     return _square_each(P, squarings).view(shape)
 

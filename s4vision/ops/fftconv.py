@@ -118,24 +118,23 @@ _CHUNK_BYTES = 4 << 20
 
 def _fft_conv_spectrum(u: torch.Tensor, k_f: torch.Tensor, plan: _Plan) -> torch.Tensor:
     """The planned convolution of ``u (B, C, *S)`` with a kernel given by its spectrum
-    ``k_f = rfftn(k, s=plan.fft_sizes)``, ``(C, ...)`` or broadcastable to it; without
-    autograd, in groups of channels (see ``_CHUNK_BYTES``)."""
-    recorded = torch.is_grad_enabled() and (u.requires_grad or k_f.requires_grad)
+    ``k_f = rfftn(k, s=plan.fft_sizes)``, ``(C, ...)`` or broadcastable to it, without autograd
+    (under autograd: :func:`_fft_conv_planned`), in groups of channels (see ``_CHUNK_BYTES``)."""
     C = u.shape[1]
     per_channel = u.shape[0] * math.prod(plan.fft_sizes[:-1]) * (plan.fft_sizes[-1] // 2 + 1) * k_f.element_size()
     group = max(1, _CHUNK_BYTES // max(per_channel, 1))
-    if recorded or group >= C or k_f.shape[0] != C:
-        return _spectrum_product(u, k_f, plan, recorded)
+    if group >= C or k_f.shape[0] != C:
+        return _spectrum_product(u, k_f, plan)
     out = torch.empty(u.shape, dtype=u.dtype, device=u.device)
     for c in range(0, C, group):
-        out[:, c:c + group] = _spectrum_product(u[:, c:c + group], k_f[c:c + group], plan, False)
+        out[:, c:c + group] = _spectrum_product(u[:, c:c + group], k_f[c:c + group], plan)
     return out
 
 
-def _spectrum_product(u: torch.Tensor, k_f: torch.Tensor, plan: _Plan, recorded: bool) -> torch.Tensor:
-    """``_fft_conv_spectrum`` in one go."""
+def _spectrum_product(u: torch.Tensor, k_f: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    """``_fft_conv_spectrum`` in one go (the product formed in place)."""
     u_f = torch.fft.rfftn(u, s=plan.fft_sizes, dim=plan.dims)
-    return _cropped_inverse(u_f * k_f if recorded else u_f.mul_(k_f), plan, plan.starts, plan.sizes)
+    return _cropped_inverse(u_f.mul_(k_f), plan, plan.starts, plan.sizes)
 
 
 def _cropped_inverse(y_f: torch.Tensor, plan: _Plan, starts: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:

@@ -30,7 +30,9 @@ bench: $(STAMP)
 # On a machine with one CUDA GPU: the device-aware tests, compiled Triton, bf16 training of every
 # model family, inductor, a torchrun/NCCL step and the GPU benchmarks, in under 8 minutes; writes
 # gpu_check/gpu_check.json and gpu_check/gpu_check.md. Without a GPU: a dry run on the CPU.
-gpu-check: $(STAMP)
+# On a GPU image whose Python already has a CUDA torch (no registry needed): make gpu-check PY=python3
+gpu-check:
+	@if [ "$(PY)" = "$(VENV)/bin/python" ]; then $(MAKE) --no-print-directory venv; fi
 	$(PY) tools/gpu_check.py --out-dir gpu_check
 
 clean:

@@ -13,9 +13,15 @@ import os
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from timm.models import register_model
 from torch import nn
+
+TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+# torch.compile of these layers and models is tested from torch 2.11 (README, "Installation"):
+# torch 2.4's dynamo cannot trace int.bit_length and its inductor fails on the S4 layer.
+needs_compile = pytest.mark.skipif(TORCH_VERSION < (2, 11), reason="torch.compile is supported from torch 2.11")
 
 TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parent

@@ -18,6 +18,11 @@ def _seed():
 # cpu), as timm's own tests take TORCH_DEVICE: ``S4VISION_TEST_DEVICE=cuda pytest -m device``
 # runs the same subset on a GPU (tools/gpu_check.py does).
 TEST_DEVICE = os.environ.get("S4VISION_TEST_DEVICE", "cpu")
+if TEST_DEVICE.startswith("cuda"):
+    # The device tests check float32 results against float64 references; on Ampere and later
+    # cuDNN's convolutions default to TF32 (a 10-bit mantissa), which those references would flag.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def pytest_configure(config):

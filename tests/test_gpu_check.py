@@ -13,6 +13,7 @@ STAGES = ["tests", "bf16_training", "compile_inductor", "torchrun_nccl", "bench_
 
 
 @pytest.mark.slow
+@_helpers.needs_compile  # its compile_inductor stage
 def test_dry_run_passes_every_stage_and_writes_json_and_markdown(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--dry-run", "--out-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=900, env=_helpers.subprocess_env(), cwd=ROOT)
@@ -32,12 +33,17 @@ def test_dry_run_passes_every_stage_and_writes_json_and_markdown(tmp_path):
         assert f"| {name} | passed |" in markdown
 
 
-def test_failed_stage_is_reported_and_sets_the_exit_code(tmp_path, monkeypatch):
+def _gpu_check():
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         import gpu_check
     finally:
         sys.path.pop(0)
+    return gpu_check
+
+
+def test_failed_stage_is_reported_and_sets_the_exit_code(tmp_path, monkeypatch):
+    gpu_check = _gpu_check()
 
     def broken(check):
         raise RuntimeError("stage broke")
@@ -47,3 +53,27 @@ def test_failed_stage_is_reported_and_sets_the_exit_code(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["stages"][0]["status"] == "failed" and "stage broke" in report["stages"][0]["error"]
     assert "| tests | failed |" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_a_stage_missing_packages_fails_by_name_and_the_others_run(tmp_path, monkeypatch, capsys):
+    """On a GPU image without a registry some packages may be absent: the stage that needs one is
+    reported with the package to install and never started; the other stages still run."""
+    gpu_check = _gpu_check()
+    ran = []
+    monkeypatch.setattr(gpu_check, "STAGES", [("tests", lambda check: ran.append("tests") or {}),
+                                              ("torchrun_nccl", lambda check: ran.append("torchrun_nccl") or {})])
+    monkeypatch.setattr(gpu_check, "STAGE_MODULES", {"tests": ("s4vision_no_such_module", "yaml")})
+    monkeypatch.setattr(gpu_check, "_summary", lambda name, result: "")
+    assert gpu_check.main(["--dry-run", "--out-dir", str(tmp_path), "--stages", "tests", "torchrun_nccl"]) == 1
+    assert ran == ["torchrun_nccl"]
+    first, second = json.loads((tmp_path / "gpu_check.json").read_text())["stages"]
+    assert first["status"] == "failed" and second["status"] == "passed"
+    assert "missing Python packages: s4vision_no_such_module" in first["error"] and "yaml" not in first["error"].split("(")[0]
+
+
+def test_core_packages_missing_stops_before_any_stage(tmp_path, monkeypatch, capsys):
+    gpu_check = _gpu_check()
+    monkeypatch.setattr(gpu_check, "CORE_MODULES", ("torch", "s4vision_no_such_module"))
+    monkeypatch.setattr(gpu_check, "STAGES", [("tests", lambda check: pytest.fail("a stage ran"))])
+    assert gpu_check.main(["--dry-run", "--out-dir", str(tmp_path)]) == 2
+    assert "missing Python packages: s4vision_no_such_module" in capsys.readouterr().err

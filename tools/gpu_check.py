@@ -22,10 +22,17 @@ plumbing in about a minute (``tests/test_gpu_check.py`` runs it as part of ``mak
 
     python tools/gpu_check.py                 # on a GPU machine
     python tools/gpu_check.py --dry-run --out-dir /tmp/gpu_check
+
+It runs the checkout it belongs to, installed or not: on a GPU image whose Python already holds
+a CUDA build of torch (and no package registry), ``make gpu-check PY=python3``. Before the stages
+it checks that the packages each stage imports are there; a stage whose packages are missing is
+reported as failed with the packages to install, and the others still run.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -41,11 +48,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # this checkout's s4vision, whether or not it is installed
 DEADLINE_S = 480.0
 # Per-stage limits on a GPU (the deadline caps them further); a dry run uses DRY_LIMIT_S.
 STAGE_LIMIT_S = {"tests": 150, "bf16_training": 60, "compile_inductor": 180, "torchrun_nccl": 90,
                  "bench_scan": 60, "bench_models": 120, "bench_nd": 90}
 DRY_LIMIT_S = 120
+# Modules every stage imports (s4vision's own needs at import), then those of single stages.
+CORE_MODULES = ("torch", "torchvision", "timm", "numpy", "safetensors", "yaml", "tqdm")
+STAGE_MODULES = {"tests": ("pytest",), "torchrun_nccl": ("omegaconf", "sklearn"), "bench_scan": ("matplotlib",)}
+PIP_NAMES = {"yaml": "pyyaml", "sklearn": "scikit-learn"}
+COMPILE_FROM = (2, 11)  # the oldest torch whose torch.compile is tested on these models (README)
 
 
 class Check:
@@ -66,13 +80,39 @@ class Check:
 
     def run(self, cmd: List[str], stage: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
         """Run a command under the stage's time limit; raises with the output's tail on failure."""
-        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
+        path = [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH")]
+        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
         full_env.pop("TRITON_INTERPRET", None)  # compiled Triton kernels, never the interpreter
         full_env.update(env or {})
         proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=self.limit(stage))
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-3000:]}")
         return proc
+
+
+# -- preflight ----------------------------------------------------------------------------------
+
+
+def missing_modules(names) -> List[str]:
+    """The modules of ``names`` that cannot be imported here."""
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+def missing_message(missing: List[str]) -> str:
+    pip = " ".join(PIP_NAMES.get(n, n) for n in missing)
+    return (f"missing Python packages: {', '.join(missing)} (pip install {pip}; on a machine without a "
+            f"registry, install their wheels from a directory: pip install --no-index --find-links DIR {pip})")
+
+
+def versions() -> Dict[str, Optional[str]]:
+    """Versions of the packages whose behaviour the check depends on (``None``: not installed)."""
+    out = {}
+    for name in ("torch", "triton", "timm", "torchvision", "numpy"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 # -- stages -------------------------------------------------------------------------------------
@@ -150,6 +190,9 @@ def stage_compile_inductor(check: Check) -> dict:
     import timm
     import s4vision  # noqa: F401
 
+    if tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < COMPILE_FROM:
+        raise RuntimeError(f"torch.compile of the models is supported from torch {'.'.join(map(str, COMPILE_FROM))}; "
+                           f"this is torch {torch.__version__}")
     backend = "eager" if check.dry_run else "inductor"
     size, batch = (32, 2) if check.dry_run else (224, 8)
     torch.manual_seed(0)
@@ -272,7 +315,9 @@ def _summary(name: str, result: dict) -> str:
 
 def markdown(report: dict) -> str:
     lines = [f"# GPU check ({'dry run on CPU' if report['dry_run'] else report['machine']['gpu']})", "",
-             f"torch {report['machine']['torch']}, {report['machine']['platform']}, "
+             f"torch {report['machine']['torch']} (CUDA {report['machine']['cuda']}), "
+             f"triton {report['machine']['packages']['triton']}, timm {report['machine']['packages']['timm']}, "
+             f"Python {report['machine']['python']}, {report['machine']['platform']}, "
              f"total {report['seconds']:.0f} s (deadline {report['deadline_s']:.0f} s)", "",
              "| stage | status | seconds | figures |", "|---|---|---|---|"]
     for s in report["stages"]:
@@ -291,6 +336,10 @@ def main(argv=None) -> int:
     p.add_argument("--deadline", type=float, default=DEADLINE_S, help="seconds for the whole check")
     p.add_argument("--stages", nargs="+", default=[n for n, _ in STAGES], choices=[n for n, _ in STAGES])
     args = p.parse_args(argv)
+    core_missing = missing_modules(CORE_MODULES)
+    if core_missing:
+        print(f"gpu_check: {missing_message(core_missing)}", file=sys.stderr)
+        return 2
     dry_run = args.dry_run or not torch.cuda.is_available()
     if dry_run and not args.dry_run:
         print("no CUDA device: dry run on the CPU (plumbing only, no GPU figures)")
@@ -304,8 +353,11 @@ def main(argv=None) -> int:
             continue
         entry = dict(name=name, status="passed", seconds=0.0, result={})
         start = time.monotonic()
+        missing = missing_modules(STAGE_MODULES.get(name, ()))
         if check.remaining() <= 1:
             entry.update(status="skipped", error="deadline reached")
+        elif missing:
+            entry.update(status="failed", error=missing_message(missing))
         else:
             try:
                 entry["result"] = fn(check)
@@ -319,8 +371,8 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     report = dict(
         dry_run=dry_run, device=check.device, deadline_s=args.deadline, seconds=time.monotonic() - check.start,
-        machine=dict(platform=platform.platform(), cpu_count=os.cpu_count(), gpu=gpu, torch=torch.__version__,
-                     cuda=torch.version.cuda),
+        machine=dict(platform=platform.platform(), python=platform.python_version(), cpu_count=os.cpu_count(), gpu=gpu,
+                     torch=torch.__version__, cuda=torch.version.cuda, packages=versions()),
         stages=stages,
     )
     (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2))

@@ -1,3 +1,4 @@
+import io
 import random
 
 import numpy as np
@@ -95,7 +96,11 @@ def test_manager_keeps_the_newest_complete_checkpoints(tmp_path):
 
 
 def test_rng_state_round_trip():
-    state = capture_rng_state()
+    """Through torch.save / torch.load(weights_only=True), as checkpoints store it."""
+    buffer = io.BytesIO()
+    torch.save(capture_rng_state(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
     expected = (torch.rand(3), random.random(), np.random.rand())
     torch.rand(10), random.random(), np.random.rand()
     restore_rng_state(state)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import _helpers
 from s4vision.kernels import KERNEL_NETS
 from s4vision.layers import FlexConv
 
@@ -259,6 +260,7 @@ def test_layer_on_the_test_device(device, sigma):
         torch.testing.assert_close(p.grad.double().cpu(), p_ref.grad, atol=1e-3, rtol=1e-3)
 
 
+@_helpers.needs_compile
 def test_compiled_layer_crops_like_the_eager_one():
     """Under torch.compile the crop cannot read the mask's values: the full kernel times the crop
     box must give the eager (cropped) output, not the uncropped one."""

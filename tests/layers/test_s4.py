@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import _helpers
 from s4vision.kernels import centred_kernel
 from s4vision.layers import S4
 
@@ -102,6 +103,7 @@ def test_gradients_reach_every_parameter(kernel):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+@_helpers.needs_compile
 def test_torch_compile():
     layer = S4(4, 8, kernel="s4d").eval()
     x = torch.randn(2, 4, 32)

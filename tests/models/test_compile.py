@@ -13,12 +13,14 @@ import pytest
 import torch
 import timm
 
+import _helpers
 import s4vision  # noqa: F401
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("S4VISION_TEST_INDUCTOR") != "1",
                     reason="inductor compilation takes minutes; set S4VISION_TEST_INDUCTOR=1")
+@_helpers.needs_compile
 def test_inductor_compiled_s4nd_convnext_matches_eager():
     torch._dynamo.reset()
     model = timm.create_model("s4nd_convnext_atto", img_size=32).eval()

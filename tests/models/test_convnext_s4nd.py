@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import timm
 
 import s4vision  # noqa: F401
+import _helpers
 from _helpers import assert_same_values_and_grads
 from s4vision.layers import S4ND
 from s4vision.models import S4NDConvNeXt, inflate_convnext_2d_to_3d
@@ -147,6 +148,7 @@ def test_micro_models_across_resolution(name):
 # -- torch.compile -----------------------------------------------------------------------------
 
 
+@_helpers.needs_compile
 def test_torch_compile_captures_whole_model():
     """Dynamo traces s4nd_convnext_atto as a single graph (``fullgraph=True``: no graph breaks)
     and the compiled model matches eager; the inductor backend is exercised in test_compile.py."""

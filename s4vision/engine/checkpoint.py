@@ -146,7 +146,7 @@ def capture_rng_state() -> dict[str, Any]:
     state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        # int64: torch before 2.5 cannot pickle uint32 tensors (MT19937's key is uint32)
+        # int64: torch 2.4 cannot pickle uint32 tensors (MT19937's key is uint32)
         "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
     }
     if torch.cuda.is_available():

@@ -18,7 +18,14 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-TORCH_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
+def major_minor(version: str) -> tuple[int, int]:
+    """``(major, minor)`` of a version string such as ``"2.11.0+cu130"`` or ``"2.5.0.dev0"``."""
+    major, minor = version.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+TORCH_VERSION = major_minor(torch.__version__)
 # torch.compile of these layers and models is tested from torch 2.11 (README, "Installation"):
 # torch 2.4's dynamo cannot trace int.bit_length and its inductor fails on the S4 layer.
 needs_compile = pytest.mark.skipif(TORCH_VERSION < (2, 11), reason="torch.compile is supported from torch 2.11")

@@ -190,7 +190,7 @@ def stage_compile_inductor(check: Check) -> dict:
     import timm
     import s4vision  # noqa: F401
 
-    if tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < COMPILE_FROM:
+    if torch.__version__ < COMPILE_FROM:
         raise RuntimeError(f"torch.compile of the models is supported from torch {'.'.join(map(str, COMPILE_FROM))}; "
                            f"this is torch {torch.__version__}")
     backend = "eager" if check.dry_run else "inductor"

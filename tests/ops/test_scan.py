@@ -12,6 +12,7 @@ import numpy
 import pytest
 import torch
 
+from _helpers import major_minor
 from s4vision.ops import linear_scan
 from s4vision.ops import scan as scan_module
 
@@ -25,8 +26,7 @@ except ImportError:
 IN_INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 # Triton's interpreter before 3.7 takes int() of one-element arrays to run a loop over a runtime
 # length, which NumPy 2.4 refuses; the compiled kernels on a GPU are not affected.
-INTERPRETER_BROKEN = HAS_TRITON and tuple(int(p) for p in triton.__version__.split(".")[:2]) < (3, 7) \
-    and tuple(int(p) for p in numpy.__version__.split(".")[:2]) >= (2, 4)
+INTERPRETER_BROKEN = HAS_TRITON and major_minor(triton.__version__) < (3, 7) and major_minor(numpy.__version__) >= (2, 4)
 HAS_CUDA = torch.cuda.is_available()
 TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"
 needs_triton_kernel = pytest.mark.skipif(

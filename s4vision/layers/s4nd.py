@@ -206,9 +206,11 @@ class S4ND(nn.Module):
 
     def _toeplitz(self, sizes: Tuple[int, ...]) -> bool:
         """Whether the convolution runs as Toeplitz products on every axis (chosen or forced)."""
-        if self.conv_path == "auto":
-            return _toeplitz_chosen(sizes, self.rank)
-        return self.conv_path == "toeplitz"
+        if self.conv_path != "auto":
+            return self.conv_path == "toeplitz"
+        if torch.compiler.is_compiling():  # dynamo warns about (and skips) the memo: trace the choice itself
+            return _toeplitz_chosen.__wrapped__(sizes, self.rank)
+        return _toeplitz_chosen(sizes, self.rank)
 
     def _matrices(self, sizes: Tuple[int, ...], rates: Tuple[float, ...]) -> List[torch.Tensor]:
         """Per axis, the ``(rank, channels * dim, S // stride, S)`` convolve(-and-pool) matrices

@@ -1,6 +1,7 @@
 """S4ND-ConvNeXt specifics: 2D -> 3D inflation, zero-shot resolution
 change against timm's ConvNeXt, and torch.compile."""
 import math
+import warnings
 from functools import partial
 
 import pytest
@@ -150,15 +151,20 @@ def test_micro_models_across_resolution(name):
 
 @_helpers.needs_compile
 def test_torch_compile_captures_whole_model():
-    """Dynamo traces s4nd_convnext_atto as a single graph (``fullgraph=True``: no graph breaks)
-    and the compiled model matches eager; the inductor backend is exercised in test_compile.py."""
+    """Dynamo traces s4nd_convnext_atto as a single graph (``fullgraph=True``: no graph breaks),
+    without warnings (e.g. about a memoised function it cannot see through), and the compiled
+    model matches eager; the inductor backend is exercised in test_compile.py."""
     torch._dynamo.reset()
     model = timm.create_model("s4nd_convnext_atto", img_size=32).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
         compiled = torch.compile(model, backend="eager", fullgraph=True)
-        torch.testing.assert_close(compiled(x), expected)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = compiled(x)
+        torch.testing.assert_close(out, expected)
+    assert [str(w.message) for w in caught] == []
 
 
 @pytest.mark.parametrize("size", [32, 30])  # 30: a trailing partial window dropped

@@ -138,6 +138,25 @@ def test_big_models_construct_on_meta(name):
 # -- forward / backward ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", list(RUN))
+def test_runs_on_another_device(name, training):
+    """Every tensor follows the input's device: the model runs (and, training, backpropagates) on
+    the meta device, where an operand left on the host raises. Without a GPU this is the check
+    that a model works on one; kernel caches and the CPU-only shortcuts (mode dropping, kernel
+    crops) are skipped off the CPU, so the paths a GPU takes are the ones run."""
+    model = _create(name).to("meta").train(training)
+    x = _input(name, batch=2).to("meta")
+    if training:
+        y = model(x)
+        y.sum().backward()
+        assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters())
+    else:
+        with torch.no_grad():
+            y = model(x)
+    assert y.device.type == "meta" and y.shape == (2, model.num_classes)
+
+
 @pytest.mark.parametrize("name", list(RUN))
 def test_forward_at_several_sizes(built, name):
     model = built[name]

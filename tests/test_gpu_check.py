@@ -77,3 +77,57 @@ def test_core_packages_missing_stops_before_any_stage(tmp_path, monkeypatch, cap
     monkeypatch.setattr(gpu_check, "STAGES", [("tests", lambda check: pytest.fail("a stage ran"))])
     assert gpu_check.main(["--dry-run", "--out-dir", str(tmp_path)]) == 2
     assert "missing Python packages: s4vision_no_such_module" in capsys.readouterr().err
+
+
+def _wheel(folder: Path, name: str, source: str) -> Path:
+    """A minimal pure-Python wheel of one module ``name`` with the given source."""
+    import zipfile
+
+    info = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}/__init__.py": source,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{info}/RECORD"])
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for arc, text in files.items():
+            zf.writestr(arc, text)
+    return path
+
+
+def test_wheelhouse_is_installed_offline_for_the_stages_and_their_subprocesses(tmp_path, monkeypatch):
+    """``--wheelhouse``: its packages are installed into <out-dir>/site, a stage needing one runs,
+    and the stage's subprocesses import it too (as torchrun's do)."""
+    gpu_check = _gpu_check()
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main() extends both for this process
+    monkeypatch.setenv("PYTHONPATH", "")
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    _wheel(wheelhouse, "s4vision_wheelhouse_probe", "VALUE = 42\n")
+    seen = {}
+
+    def stage(check):
+        code = "import s4vision_wheelhouse_probe as m; print(m.VALUE)"
+        seen["subprocess"] = check.run([sys.executable, "-c", code], "tests").stdout.strip()
+        return {}
+
+    monkeypatch.setattr(gpu_check, "STAGES", [("tests", stage)])
+    monkeypatch.setattr(gpu_check, "STAGE_MODULES", {"tests": ("s4vision_wheelhouse_probe",)})
+    monkeypatch.setattr(gpu_check, "_summary", lambda name, result: "")
+    out = tmp_path / "out"
+    assert gpu_check.main(["--dry-run", "--out-dir", str(out), "--wheelhouse", str(wheelhouse), "--stages", "tests"]) == 0
+    assert seen["subprocess"] == "42"
+    assert (out / "site" / "s4vision_wheelhouse_probe" / "__init__.py").is_file()
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["machine"]["wheelhouse"] == ["s4vision_wheelhouse_probe-1.0-py3-none-any.whl"]
+
+
+@pytest.mark.parametrize("make, match", [(lambda p: None, "is not a directory"), (lambda p: p.mkdir(), "holds no .whl")])
+def test_bad_wheelhouse_is_a_clear_error(tmp_path, capsys, make, match):
+    gpu_check = _gpu_check()
+    wheelhouse = tmp_path / "wheels"
+    make(wheelhouse)
+    assert gpu_check.main(["--dry-run", "--out-dir", str(tmp_path / "out"), "--wheelhouse", str(wheelhouse)]) == 2
+    assert match in capsys.readouterr().err

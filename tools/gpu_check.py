@@ -26,7 +26,11 @@ plumbing in about a minute (``tests/test_gpu_check.py`` runs it as part of ``mak
 It runs the checkout it belongs to, installed or not: on a GPU image whose Python already holds
 a CUDA build of torch (and no package registry), ``make gpu-check PY=python3``. Before the stages
 it checks that the packages each stage imports are there; a stage whose packages are missing is
-reported as failed with the packages to install, and the others still run.
+reported as failed with the packages to install, and the others still run. For a machine without
+a registry, ``make gpu-wheelhouse`` (where a registry is at hand) downloads the packages a CUDA
+image usually lacks (:data:`WHEELHOUSE_PACKAGES`) into ``gpu_wheelhouse/``; carried over, ``make
+gpu-check PY=python3 WHEELHOUSE=gpu_wheelhouse`` (``--wheelhouse``) installs them, without their
+dependencies and without the network, into ``<out-dir>/site`` for this run only.
 """
 from __future__ import annotations
 
@@ -59,6 +63,10 @@ DRY_LIMIT_S = 120
 CORE_MODULES = ("torch", "torchvision", "timm", "numpy", "safetensors", "yaml", "tqdm")
 STAGE_MODULES = {"tests": ("pytest",), "torchrun_nccl": ("omegaconf", "sklearn"), "bench_scan": ("matplotlib",)}
 PIP_NAMES = {"yaml": "pyyaml", "sklearn": "scikit-learn"}
+# What `make gpu-wheelhouse` downloads: what the stages import beyond a CUDA image's usual packages
+# (the torchrun stage's engine reads configs with omegaconf; from 2.4 it vendors its antlr4 runtime,
+# so it is one pure-Python wheel).
+WHEELHOUSE_PACKAGES = ("omegaconf>=2.4",)
 COMPILE_FROM = (2, 11)  # the oldest torch whose torch.compile is tested on these models (README)
 
 
@@ -101,7 +109,36 @@ def missing_modules(names) -> List[str]:
 def missing_message(missing: List[str]) -> str:
     pip = " ".join(PIP_NAMES.get(n, n) for n in missing)
     return (f"missing Python packages: {', '.join(missing)} (pip install {pip}; on a machine without a "
-            f"registry, install their wheels from a directory: pip install --no-index --find-links DIR {pip})")
+            f"registry, bring their wheels in a folder DIR and pass --wheelhouse DIR, e.g. the gpu_wheelhouse/ "
+            f"that make gpu-wheelhouse fills)")
+
+
+def install_wheelhouse(wheelhouse: Path, target: Path) -> List[str]:
+    """Install every wheel and source archive in ``wheelhouse`` into ``target`` with pip, offline
+    and without dependencies, and put ``target`` first on this process's and its subprocesses'
+    import path; returns the files' names. Raises ``ValueError`` naming the problem (no such folder, nothing in it, pip's
+    own error)."""
+    if not wheelhouse.is_dir():
+        raise ValueError(f"wheelhouse {wheelhouse} is not a directory (make gpu-wheelhouse creates gpu_wheelhouse/)")
+    files = sorted(f for f in wheelhouse.iterdir() if f.name.endswith((".whl", ".tar.gz", ".zip")))
+    if not files:
+        raise ValueError(f"wheelhouse {wheelhouse} holds no .whl, .tar.gz or .zip files")
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-build-isolation",
+           "--upgrade", "--target", str(target), *map(str, files)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ValueError(f"installing the wheelhouse {wheelhouse} failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+    sys.path.insert(0, str(target))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+    importlib.invalidate_caches()
+    return [f.name for f in files]
+
+
+def download_wheelhouse(wheelhouse: Path) -> int:
+    """Download :data:`WHEELHOUSE_PACKAGES` (no dependencies) into ``wheelhouse``; pip's exit code."""
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(wheelhouse), *WHEELHOUSE_PACKAGES]
+    return subprocess.run(cmd).returncode
 
 
 def versions() -> Dict[str, Optional[str]]:
@@ -335,7 +372,21 @@ def main(argv=None) -> int:
     p.add_argument("--out-dir", default="gpu_check", help="where gpu_check.json, gpu_check.md and the benchmarks go")
     p.add_argument("--deadline", type=float, default=DEADLINE_S, help="seconds for the whole check")
     p.add_argument("--stages", nargs="+", default=[n for n, _ in STAGES], choices=[n for n, _ in STAGES])
+    p.add_argument("--wheelhouse", type=Path, default=None,
+                   help="a folder of wheels / source archives to install offline into <out-dir>/site first")
+    p.add_argument("--download-wheelhouse", type=Path, default=None, metavar="DIR",
+                   help="only download the packages --wheelhouse will need into DIR (needs a registry), then exit")
     args = p.parse_args(argv)
+    if args.download_wheelhouse is not None:
+        return download_wheelhouse(args.download_wheelhouse)
+    out_dir = Path(args.out_dir).resolve()
+    installed = None
+    if args.wheelhouse is not None:
+        try:
+            installed = install_wheelhouse(args.wheelhouse.resolve(), out_dir / "site")
+        except ValueError as exc:
+            print(f"gpu_check: {exc}", file=sys.stderr)
+            return 2
     core_missing = missing_modules(CORE_MODULES)
     if core_missing:
         print(f"gpu_check: {missing_message(core_missing)}", file=sys.stderr)
@@ -343,7 +394,6 @@ def main(argv=None) -> int:
     dry_run = args.dry_run or not torch.cuda.is_available()
     if dry_run and not args.dry_run:
         print("no CUDA device: dry run on the CPU (plumbing only, no GPU figures)")
-    out_dir = Path(args.out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     check = Check(dry_run, out_dir, args.deadline)
     torch.manual_seed(0)
@@ -372,7 +422,7 @@ def main(argv=None) -> int:
     report = dict(
         dry_run=dry_run, device=check.device, deadline_s=args.deadline, seconds=time.monotonic() - check.start,
         machine=dict(platform=platform.platform(), python=platform.python_version(), cpu_count=os.cpu_count(), gpu=gpu,
-                     torch=torch.__version__, cuda=torch.version.cuda, packages=versions()),
+                     torch=torch.__version__, cuda=torch.version.cuda, packages=versions(), wheelhouse=installed),
         stages=stages,
     )
     (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2))
